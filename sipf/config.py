@@ -1,0 +1,234 @@
+"""Typed stage configs that mirror ``params.yaml``, validated at start-up.
+
+Each stage reads one dataclass; every field carries help text (TRL style).
+``from_mapping`` rejects unknown keys and wrong types with a message naming the
+file and the dotted key, so a typo in ``params.yaml`` fails before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from sipf.errors import ConfigError
+from sipf.tasks.arith import ArithConfig
+
+T = TypeVar("T")
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+# ----------------------------------------------------------------------------- task
+@dataclass(frozen=True)
+class Gsm8kParams:
+    source: str = _help("Hub dataset id, or a local directory with train.jsonl/test.jsonl.",
+                        "openai/gsm8k")
+    config: str = _help("Hub dataset config.", "main")
+    ood_path: str = _help("MMLU_Math JSONL (idx, question, answer): the out-of-domain test set.",
+                          "../shared/data/mmlu/mmlu_math_354.jsonl")
+
+
+@dataclass(frozen=True)
+class JsonlParams:
+    train: str = _help("Training JSONL.", "")
+    test: str = _help("In-domain test JSONL.", "")
+    ood: str = _help("Out-of-domain test JSONL ('' for none).", "")
+    question_field: str = _help("Field holding the question.", "question")
+    answer_field: str = _help("Field holding the numeric gold answer.", "answer")
+    solution_field: str = _help("Field holding the gold solution ('' for none).", "solution")
+    id_field: str = _help("Field holding a unique id ('' to number rows).", "")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    task: str = _help("Which task: arith (offline default), gsm8k, or jsonl.", "arith")
+    prompt_style: str = _help("Prompt template: compact, instruction (the paper's) or cot8.",
+                              "compact")
+    train_limit: int = _help("Keep the first N training records (0 = all).", 0)
+    test_limit: int = _help("Keep the first N records of each test split (0 = all).", 0)
+    arith: ArithConfig = _help("The embedded arithmetic task.", factory=ArithConfig)
+    gsm8k: Gsm8kParams = _help("GSM8K with MMLU_Math out of domain.", factory=Gsm8kParams)
+    jsonl: JsonlParams = _help("A user's own JSONL files.", factory=JsonlParams)
+
+    def __post_init__(self) -> None:
+        _choice("prepare.task", self.task, ("arith", "gsm8k", "jsonl"))
+        _choice("prepare.prompt_style", self.prompt_style, ("compact", "instruction", "cot8"))
+        _at_least("prepare.train_limit", self.train_limit, 0)
+        if self.task == "jsonl":
+            for split in ("train", "test"):
+                if not getattr(self.jsonl, split):
+                    raise ConfigError(f"prepare.jsonl.{split}: required when prepare.task is jsonl")
+        _at_least("prepare.test_limit", self.test_limit, 0)
+
+
+# ----------------------------------------------------------------------------- model
+@dataclass(frozen=True)
+class ScratchModelParams:
+    hidden_size: int = _help("Width of the from-scratch Llama.", 128)
+    num_layers: int = _help("Decoder layers.", 4)
+    num_heads: int = _help("Attention heads.", 4)
+    intermediate_size: int = _help("MLP width.", 512)
+    max_position: int = _help("Longest sequence in tokens (characters).", 512)
+
+
+@dataclass(frozen=True)
+class LoraParams:
+    r: int = _help("LoRA rank.", 16)
+    alpha: int = _help("LoRA alpha.", 32)
+    dropout: float = _help("LoRA dropout.", 0.05)
+    target_modules: list[str] = _help(
+        "Modules that get adapters.",
+        factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    policy: str = _help("'scratch' (a tiny Llama built from `scratch`), a hub id, a local "
+                        "directory, a .gguf file, or 'package:<dist>/<file.gguf>'.", "scratch")
+    load_in_4bit: bool = _help("Load the base model in 4-bit NF4 (QLoRA).", False)
+    dtype: str = _help("Weights dtype for pretrained models: float32, bfloat16 or float16.",
+                       "float32")
+    lora: bool = _help("Train LoRA adapters (always on for pretrained models under 4-bit).",
+                       False)
+    scratch: ScratchModelParams = _help("Architecture of the from-scratch model.",
+                                        factory=ScratchModelParams)
+    lora_params: LoraParams = _help("LoRA hyper-parameters.", factory=LoraParams)
+
+    def __post_init__(self) -> None:
+        _choice("model.dtype", self.dtype, ("float32", "bfloat16", "float16"))
+        if self.load_in_4bit and not self.lora:
+            raise ConfigError("model.load_in_4bit needs model.lora: true (4-bit weights train "
+                              "only through adapters)")
+        if self.policy == "scratch" and (self.load_in_4bit or self.lora):
+            raise ConfigError("model.policy 'scratch' trains fully: set model.lora and "
+                              "model.load_in_4bit to false")
+
+
+# ----------------------------------------------------------------------------- sft
+@dataclass(frozen=True)
+class SftConfig:
+    epochs: float = _help("Passes over the gold training set.", 3.0)
+    max_steps: int = _help("Stop after this many optimizer steps (0 = use epochs).", 0)
+    learning_rate: float = _help("Peak learning rate (cosine schedule).", 3e-3)
+    warmup_ratio: float = _help("Fraction of steps spent warming up.", 0.03)
+    weight_decay: float = _help("AdamW weight decay.", 0.0)
+    batch_size: int = _help("Sequences per optimizer step.", 16)
+    max_length: int = _help("Truncate training sequences to this many tokens.", 512)
+    logging_steps: int = _help("Log the loss every N steps.", 25)
+    seed: int = _help("Seed of initialisation, shuffling and dropout.", 0)
+
+    def __post_init__(self) -> None:
+        _at_least("sft.batch_size", self.batch_size, 1)
+        _at_least("sft.max_length", self.max_length, 8)
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ConfigError("sft: set sft.epochs > 0 or sft.max_steps > 0")
+
+
+# ----------------------------------------------------------------------------- evaluate
+@dataclass(frozen=True)
+class EvaluateConfig:
+    batch_size: int = _help("Prompts decoded together.", 64)
+    max_new_tokens: int = _help("Longest generated solution in tokens.", 320)
+    limit: int = _help("Evaluate the first N questions of each split (0 = all).", 0)
+
+    def __post_init__(self) -> None:
+        _at_least("evaluate.batch_size", self.batch_size, 1)
+        _at_least("evaluate.max_new_tokens", self.max_new_tokens, 1)
+        _at_least("evaluate.limit", self.limit, 0)
+
+
+# ----------------------------------------------------------------------------- whole file
+@dataclass(frozen=True)
+class Params:
+    """The whole ``params.yaml``; stages take the section they need."""
+
+    seed: int = _help("Global seed (stages derive theirs from their own sections).", 0)
+    or_weight: float = _help("λ of ORPO's odds-ratio term (alignment).", 0.1)
+    prepare: PrepareConfig = _help("Task data.", factory=PrepareConfig)
+    model: ModelConfig = _help("Policy model.", factory=ModelConfig)
+    sft: SftConfig = _help("Iteration 0: supervised fine-tuning.", factory=SftConfig)
+    evaluate: EvaluateConfig = _help("Greedy evaluation.", factory=EvaluateConfig)
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def _at_least(key: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{key}: must be >= {low}, got {value}")
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``kind``; ints widen to floats."""
+    origin = typing.get_origin(kind)
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return from_mapping(kind, value, where)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        inner = [o for o in options if o is not type(None)][0]
+        return _coerce(value, inner, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        item = typing.get_args(kind)[0]
+        return origin(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind in (int, float, str, bool) and (type(value) is not kind):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got "
+                          f"{type(value).__name__} {value!r}")
+    return value
+
+
+def from_mapping(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown parameter {prefix}{unknown[0]} (known: {', '.join(sorted(known))})")
+    values = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where or cls.__name__}: {err}") from err
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``; every error names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such params file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return from_mapping(Params, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def as_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)

@@ -1,0 +1,39 @@
+"""Greedy evaluation: decode every test question once, extract the answer, score it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sipf.generation import Generator, SamplingParams
+from sipf.tasks.base import MathRecord, answers_match, extract_answer
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    split: str
+    accuracy: float
+    correct: int
+    total: int
+    mean_new_tokens: float
+
+
+def evaluate_split(generator: Generator, records: Sequence[MathRecord], prompts: Sequence[str],
+                   split: str, params: SamplingParams) -> tuple[SplitResult, list[dict]]:
+    """Accuracy on ``records`` and one prediction row per question."""
+    if params.temperature != 0 or params.n != 1:
+        raise ValueError("evaluation decodes greedily, one completion per question")
+    outputs = generator.generate(list(prompts), params)
+    rows = []
+    for record, prompt, (completion,) in zip(records, prompts, outputs):
+        predicted = extract_answer(completion.text)
+        rows.append({"split": split, "id": record.id, "question": record.question,
+                     "prompt": prompt, "gold_answer": record.answer, "completion": completion.text,
+                     "predicted_answer": predicted,
+                     "correct": answers_match(predicted, record.answer),
+                     "new_tokens": completion.num_tokens})
+    correct = sum(row["correct"] for row in rows)
+    total = len(rows)
+    tokens = sum(row["new_tokens"] for row in rows)
+    return SplitResult(split, correct / total if total else 0.0, correct, total,
+                       tokens / total if total else 0.0), rows

@@ -1,0 +1,101 @@
+"""One batched generation interface for sampling, simulation and evaluation.
+
+Stages call ``Generator.generate(prompts, SamplingParams)`` and never touch
+``model.generate`` directly, so a faster engine (vLLM on a GPU) can replace
+:class:`HFGenerator` without changing a stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to decode. ``temperature == 0`` means greedy."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    n: int = 1
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    num_tokens: int
+
+
+class Generator(Protocol):
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
+        """``params.n`` completions for every prompt, in prompt order."""
+        ...
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+class HFGenerator:
+    """transformers' ``generate`` over length-sorted, left-padded batches.
+
+    Sorting by prompt length keeps padding (wasted compute) small; each batch is
+    seeded from ``params.seed`` and its index, so the same inputs give the same
+    samples whatever else runs in the process.
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                 batch_size: int = 32) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.tokenizer.padding_side = "left"
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
+        jobs = [(p, k) for p in range(len(prompts)) for k in range(params.n)]
+        lengths = [len(self.tokenizer(prompts[p])["input_ids"]) for p in range(len(prompts))]
+        jobs.sort(key=lambda job: (-lengths[job[0]], job))
+        results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
+        for start in range(0, len(jobs), self.batch_size):
+            batch = jobs[start:start + self.batch_size]
+            texts = self._generate_batch([prompts[p] for p, _ in batch], params,
+                                         seed=params.seed * 1_000_003 + start)
+            for (p, k), completion in zip(batch, texts):
+                results[p][k] = completion
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(self, prompts: list[str], params: SamplingParams,
+                        seed: int) -> list[Completion]:
+        device = self.model.device
+        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True,
+                                 add_special_tokens=False).to(device)
+        sampling = params.temperature > 0
+        kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=sampling,
+                      pad_token_id=self.tokenizer.pad_token_id,
+                      eos_token_id=self.tokenizer.eos_token_id)
+        if sampling:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        torch.manual_seed(seed)
+        output = self.model.generate(**encoded, **kwargs)
+        new_tokens = output[:, encoded["input_ids"].shape[1]:]
+        completions = []
+        for row in new_tokens:
+            ids = [t for t in row.tolist() if t != self.tokenizer.pad_token_id]
+            if self.tokenizer.eos_token_id in ids:
+                ids = ids[:ids.index(self.tokenizer.eos_token_id)]
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            completions.append(Completion(truncate_at_stop(text, params.stop), len(ids)))
+        return completions

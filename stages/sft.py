@@ -1,0 +1,38 @@
+"""Stage `sft`: iteration 0, supervised fine-tuning on gold solutions (model M0)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sipf.config import load_params
+from sipf.models import attach_lora, load_base_model, load_tokenizer
+from sipf.sft import train_sft
+from sipf.storage import atomic_path
+from stages.common import clear_errors, params_option, read_split, seed_everything
+
+
+@click.command("sft")
+@params_option
+@click.option("--base", "base_dir", type=click.Path(file_okay=False), default="models/base",
+              show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="models/sft", show_default=True)
+@click.option("--live-dir", type=click.Path(file_okay=False), default="metrics/sft",
+              show_default=True, help="dvclive training curves.")
+@clear_errors
+def main(params_path: str, base_dir: str, out: str, live_dir: str) -> None:
+    """Full fine-tuning for the from-scratch model, LoRA/QLoRA for pretrained ones."""
+    params = load_params(params_path)
+    seed_everything(params.sft.seed)
+    records, prompts = read_split("train")
+    tokenizer = load_tokenizer(base_dir)
+    model = load_base_model(base_dir, params.model)
+    if params.model.lora:
+        model = attach_lora(model, params.model.lora_params, params.model.load_in_4bit)
+    model = train_sft(model, tokenizer, prompts, [r.solution for r in records], params.sft,
+                      live_dir=Path(live_dir))
+    with atomic_path(out, directory=True) as tmp:
+        model.save_pretrained(tmp)  # a PeftModel saves its adapter only
+        tokenizer.save_pretrained(tmp)
+    click.echo(f"sft: trained on {len(records)} solutions -> {out}")

@@ -1,0 +1,32 @@
+"""Tiny models and params for fast tests (a from-scratch Llama with one small layer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from sipf.config import ScratchModelParams
+from sipf.models import build_char_tokenizer, build_scratch_model
+
+TINY_ARCH = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
+             "max_position": 512}
+
+
+def tiny_model(texts: list[str] | None = None, seed: int = 0):
+    tokenizer = build_char_tokenizer(texts or ["Q: 1+1\nA:\nThe answer is 2"])
+    return build_scratch_model(ScratchModelParams(**TINY_ARCH), tokenizer, seed), tokenizer
+
+
+def tiny_params(path: Path, **overrides: dict) -> Path:
+    """A params.yaml for a pipeline that runs in seconds."""
+    params = {
+        "prepare": {"arith": {"n_train": 48, "n_test": 6, "n_ood": 4}},
+        "model": {"scratch": TINY_ARCH},
+        "sft": {"max_steps": 6, "batch_size": 8, "logging_steps": 2, "learning_rate": 0.01},
+        "evaluate": {"batch_size": 4, "max_new_tokens": 24},
+    }
+    for section, values in overrides.items():
+        params.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(params))
+    return path

