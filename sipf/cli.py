@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from stages import base, evaluate, prepare, sft
+from stages import (align, base, evaluate, prefs, prepare, preset, query, sample, score, sft,
+                    simulate, train_prm)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -13,5 +14,6 @@ def main() -> None:
     """Self-iterative process feedback for small language models (DVC pipeline stages)."""
 
 
-for stage in (prepare, base, sft, evaluate):
+for stage in (prepare, base, sft, evaluate, sample, simulate, train_prm, score, prefs, align,
+              query, preset):
     main.add_command(stage.main)

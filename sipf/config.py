@@ -17,6 +17,10 @@ from typing import Any, TypeVar
 import yaml
 
 from sipf.errors import ConfigError
+from sipf.alignment import AlignConfig
+from sipf.preferences import PrefsConfig
+from sipf.sampling import SampleConfig
+from sipf.simulation import SimulateConfig
 from sipf.tasks.arith import ArithConfig
 
 T = TypeVar("T")
@@ -125,6 +129,10 @@ class SftConfig:
     batch_size: int = _help("Sequences per optimizer step.", 16)
     max_length: int = _help("Truncate training sequences to this many tokens.", 512)
     logging_steps: int = _help("Log the loss every N steps.", 25)
+    group_by_length: bool = _help("Batch sequences of similar length: less padding, but "
+                                  "slower learning on the arith default (measured).", False)
+    gradient_checkpointing: bool = _help("Recompute activations in the backward pass: saves "
+                                         "memory on big models, costs ~30% time.", False)
     seed: int = _help("Seed of initialisation, shuffling and dropout.", 0)
 
     def __post_init__(self) -> None:
@@ -147,6 +155,64 @@ class EvaluateConfig:
         _at_least("evaluate.limit", self.limit, 0)
 
 
+# ----------------------------------------------------------------------------- loop
+AGGREGATES = ("mean", "min", "prod", "last")
+
+
+@dataclass(frozen=True)
+class PrmConfig:
+    backbone: str = _help("Initial weights: 'policy' (the current policy's weights; the stage "
+                          "passes its directory), a hub id, a local directory or a .gguf file.",
+                          "policy")
+    label: str = _help("Training targets: 'hard' (step label rounded at 0.5) or 'soft' (the "
+                       "simulated success fraction itself).", "hard")
+    epochs: int = _help("Passes over the training questions; the best epoch on the held-out "
+                        "questions is kept.", 3)
+    learning_rate: float = _help("Peak learning rate (linear decay).", 1e-3)
+    batch_size: int = _help("Paths per optimizer step.", 16)
+    max_length: int = _help("Truncate inputs to this many tokens; steps cut off get no label.",
+                            512)
+    val_fraction: float = _help("Fraction of QUESTIONS held out to pick the best epoch "
+                                "(at least one when there are two or more).", 0.08)
+    lora: bool = _help("Train LoRA adapters (QLoRA under model.load_in_4bit) instead of all "
+                       "weights; the new head always trains fully.", False)
+    mode: str = _help("'retrain': a PRM per iteration; 'offline': train once in iteration 1 "
+                      "and reuse it (the authors' setting).", "retrain")
+    aggregate: str = _help("Path reward from step scores: mean (the paper's), min, prod or last.",
+                           "mean")
+    seed: int = _help("Seed of the head's initialisation, the split, shuffling and dropout.", 0)
+
+    def __post_init__(self) -> None:
+        if not self.backbone:
+            raise ConfigError("prm.backbone: must not be empty ('policy', a hub id, a directory "
+                              "or a .gguf file)")
+        _choice("prm.label", self.label, ("hard", "soft"))
+        _at_least("prm.epochs", self.epochs, 1)
+        if not self.learning_rate > 0:
+            raise ConfigError(f"prm.learning_rate: must be > 0, got {self.learning_rate}")
+        _at_least("prm.batch_size", self.batch_size, 1)
+        _at_least("prm.max_length", self.max_length, 8)
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"prm.val_fraction: must be in (0, 1), got {self.val_fraction}")
+        _choice("prm.mode", self.mode, ("retrain", "offline"))
+        _choice("prm.aggregate", self.aggregate, AGGREGATES)
+
+
+
+@dataclass(frozen=True)
+class IterationItem:
+    """One entry of ``loop``: DVC's foreach expands every stage of the loop per entry."""
+
+    k: int = _help("Iteration number (1-based).", 1)
+    policy: str = _help("M_{k-1}: the model that samples and simulates in this iteration.",
+                        "models/sft")
+
+
+def _default_loop() -> dict[str, IterationItem]:
+    return {f"it{k}": IterationItem(k, "models/sft" if k == 1 else f"models/it{k - 1}/policy")
+            for k in (1, 2, 3)}
+
+
 # ----------------------------------------------------------------------------- whole file
 @dataclass(frozen=True)
 class Params:
@@ -158,6 +224,23 @@ class Params:
     model: ModelConfig = _help("Policy model.", factory=ModelConfig)
     sft: SftConfig = _help("Iteration 0: supervised fine-tuning.", factory=SftConfig)
     evaluate: EvaluateConfig = _help("Greedy evaluation.", factory=EvaluateConfig)
+    loop: dict[str, IterationItem] = _help("The iterations k = 1..K (foreach in dvc.yaml).",
+                                           factory=_default_loop)
+    sample: SampleConfig = _help("Step 1: sampling reasoning paths.", factory=SampleConfig)
+    simulate: SimulateConfig = _help("Step 2: Monte-Carlo step labels.", factory=SimulateConfig)
+    prm: PrmConfig = _help("Steps 3-4: the process reward model and path rewards.",
+                           factory=PrmConfig)
+    prefs: PrefsConfig = _help("Step 5: preference pairs.", factory=PrefsConfig)
+    align: AlignConfig = _help("Step 6: ORPO into a LoRA adapter.", factory=AlignConfig)
+
+    def __post_init__(self) -> None:
+        for name, item in self.loop.items():
+            if name != f"it{item.k}":
+                raise ConfigError(f"loop.{name}: name it must be it{item.k} (k = {item.k})")
+            expected = "models/sft" if item.k == 1 else f"models/it{item.k - 1}/policy"
+            if item.policy != expected:
+                raise ConfigError(f"loop.{name}.policy: iteration {item.k} samples with "
+                                  f"{expected}, got {item.policy}")
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -183,6 +266,11 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
             return None
         inner = [o for o in options if o is not type(None)][0]
         return _coerce(value, inner, where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        item = typing.get_args(kind)[1]
+        return {str(k): _coerce(v, item, f"{where}.{k}") for k, v in value.items()}
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
@@ -232,3 +320,29 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def as_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def apply_preset(preset: str | Path) -> dict[str, Any]:
+    """The defaults overridden by a preset file: a complete, validated params mapping."""
+    preset = Path(preset)
+    if not preset.is_file():
+        raise ConfigError(f"{preset}: no such preset")
+    overrides = yaml.safe_load(preset.read_text()) or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{preset}: expected a mapping at the top level")
+    merged = _merge(as_dict(Params()), overrides)
+    try:
+        from_mapping(Params, merged)
+    except ConfigError as err:
+        raise ConfigError(f"{preset}: {err}") from err
+    return merged

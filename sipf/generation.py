@@ -25,6 +25,7 @@ class SamplingParams:
     n: int = 1
     seed: int = 0
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False  # run to max_new_tokens (benchmarks), as vLLM's flag of that name
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class HFGenerator:
         kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=sampling,
                       pad_token_id=self.tokenizer.pad_token_id,
                       eos_token_id=self.tokenizer.eos_token_id)
+        if params.ignore_eos:  # EOS is masked until max_new_tokens
+            kwargs["min_new_tokens"] = params.max_new_tokens
         if sampling:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         else:
@@ -94,7 +97,7 @@ class HFGenerator:
         completions = []
         for row in new_tokens:
             ids = [t for t in row.tolist() if t != self.tokenizer.pad_token_id]
-            if self.tokenizer.eos_token_id in ids:
+            if self.tokenizer.eos_token_id in ids and not params.ignore_eos:
                 ids = ids[:ids.index(self.tokenizer.eos_token_id)]
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             completions.append(Completion(truncate_at_stop(text, params.stop), len(ids)))

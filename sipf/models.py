@@ -23,6 +23,7 @@ from sipf.config import LoraParams, ModelConfig, ScratchModelParams
 from sipf.errors import ConfigError
 
 SOURCE_FILE = "source.json"
+PARENT_FILE = "parent.json"  # beside a LoRA adapter: the model directory it was trained on
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>",
                   "unk_token": "<unk>"}
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -173,9 +174,48 @@ def load_policy(model_dir: str | Path, base_dir: str | Path, cfg: ModelConfig) -
     if (model_dir / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(load_base_model(base_dir, cfg), model_dir)
+        # Adapters stack (base -> SFT adapter -> iteration adapter): load the parent, fold
+        # its own adapter into the weights, then put this one on top.
+        parent_file = model_dir / PARENT_FILE
+        parent = json.loads(parent_file.read_text())["parent"] if parent_file.is_file() \
+            else str(base_dir)
+        model = load_policy(parent, base_dir, cfg)
+        if isinstance(model, PeftModel):
+            model = model.merge_and_unload()
+        return PeftModel.from_pretrained(model, model_dir)
     if model_dir.resolve() == Path(base_dir).resolve():
         return load_base_model(base_dir, cfg)
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"{model_dir}: neither a model checkpoint nor a LoRA adapter")
     return AutoModelForCausalLM.from_pretrained(model_dir, dtype=_DTYPES[cfg.dtype])
+
+
+def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path,
+                parent: str | Path) -> None:
+    """Save a trained policy: a full checkpoint, or a LoRA adapter that names its parent."""
+    model.save_pretrained(out_dir)  # a PeftModel saves its adapter only
+    tokenizer.save_pretrained(out_dir)
+    if (out_dir / "adapter_config.json").is_file():
+        (out_dir / PARENT_FILE).write_text(json.dumps({"parent": str(parent)}) + "\n")
+
+
+def load_simulator(spec: str, cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Another model as the simulator: a hub id, a local directory or a GGUF file."""
+    source = resolve_source(spec)
+    if source.kind == "scratch":
+        raise ConfigError("simulate.simulator: 'scratch' is not a trained model")
+    local = spec.startswith((".", "/", "~")) or Path(spec).exists()
+    if source.kind == "pretrained" and local and not Path(spec).is_dir():
+        raise ConfigError(f"simulate.simulator: {spec} does not exist")
+    kwargs: dict = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source.location, dtype=_DTYPES[cfg.dtype],
+                                                     **kwargs)
+    except OSError as err:
+        raise ConfigError(f"simulate.simulator: cannot load {spec}: {err}") from err
+    if source.gguf_file:
+        _strip_gguf_quantizer(model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer

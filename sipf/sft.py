@@ -38,7 +38,9 @@ def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
             learning_rate=cfg.learning_rate, lr_scheduler_type="cosine",
             warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,  # a float is a ratio
             per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length,
-            completion_only_loss=True, logging_steps=cfg.logging_steps, logging_first_step=True,
+            completion_only_loss=True, gradient_checkpointing=cfg.gradient_checkpointing,
+            train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+            logging_steps=cfg.logging_steps, logging_first_step=True,
             save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed,
             bf16=on_gpu and torch.cuda.is_bf16_supported(), use_cpu=not on_gpu,
             disable_tqdm=True, dataloader_num_workers=0)

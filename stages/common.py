@@ -52,3 +52,27 @@ def read_split(split: str, prepared: Path = PREPARED) -> tuple[list[MathRecord],
     rows = read_parquet(prepared / f"{split}.parquet", required=RECORD_COLUMNS)
     records = [MathRecord(r["id"], r["question"], r["answer"], r["solution"]) for r in rows]
     return records, [r["prompt"] for r in rows]
+
+
+BASE = "models/base"
+iteration_option = click.option("--iteration", "k", type=click.IntRange(min=1), required=True,
+                                help="Iteration k of the loop.")
+policy_option = click.option("--policy", type=click.Path(file_okay=False), required=True,
+                             help="M_{k-1}: the model that samples (a checkpoint or adapter).")
+
+
+def data_dir(k: int) -> Path:
+    return Path(f"data/it{k}")
+
+
+def metrics_dir(k: int) -> Path:
+    return Path(f"metrics/it{k}")
+
+
+def model_dir(k: int) -> Path:
+    return Path(f"models/it{k}")
+
+
+def train_records_by_id() -> tuple[dict[str, MathRecord], dict[str, str]]:
+    records, prompts = read_split("train")
+    return {r.id: r for r in records}, {r.id: p for r, p in zip(records, prompts)}

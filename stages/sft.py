@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from sipf.config import load_params
-from sipf.models import attach_lora, load_base_model, load_tokenizer
+from sipf.models import attach_lora, load_base_model, load_tokenizer, save_policy
 from sipf.sft import train_sft
 from sipf.storage import atomic_path
 from stages.common import clear_errors, params_option, read_split, seed_everything
@@ -33,6 +33,5 @@ def main(params_path: str, base_dir: str, out: str, live_dir: str) -> None:
     model = train_sft(model, tokenizer, prompts, [r.solution for r in records], params.sft,
                       live_dir=Path(live_dir))
     with atomic_path(out, directory=True) as tmp:
-        model.save_pretrained(tmp)  # a PeftModel saves its adapter only
-        tokenizer.save_pretrained(tmp)
+        save_policy(model, tokenizer, tmp, parent=base_dir)
     click.echo(f"sft: trained on {len(records)} solutions -> {out}")

@@ -59,3 +59,29 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("sft: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad)
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (REPO / "presets").glob("*.yaml")))
+def test_every_preset_yields_valid_params(tmp_path, preset):
+    from click.testing import CliRunner
+
+    from sipf.cli import main
+
+    out = tmp_path / "params.yaml"
+    result = CliRunner().invoke(main, ["preset", str(REPO / "presets" / f"{preset}.yaml"),
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    params = load_params(out)
+    if preset == "arith":
+        assert params == Params()
+    else:
+        assert params.prepare.task == "gsm8k" and params.model.lora
+
+
+def test_preset_with_a_typo_is_rejected(tmp_path):
+    from sipf.config import apply_preset
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  polcy: x\n")
+    with pytest.raises(ConfigError, match="bad.yaml: unknown parameter model.polcy"):
+        apply_preset(bad)

@@ -40,3 +40,17 @@ def test_truncate_at_stop():
     assert truncate_at_stop("a b\n\nQ: next", ("\n\nQ:", "\nQ:")) == "a b"
     assert truncate_at_stop("x\nQ: y\n\nQ: z", ("\n\nQ:", "\nQ:")) == "x"
     assert truncate_at_stop("no stop", ("\nQ:",)) == "no stop"
+
+
+def test_ignore_eos_runs_every_sequence_to_the_limit(generator):
+    out = generator.generate(PROMPTS, SamplingParams(max_new_tokens=7, temperature=1.0,
+                                                     ignore_eos=True))
+    assert [c[0].num_tokens for c in out] == [7, 7, 7]
+
+
+def test_stop_strings_end_generation_and_are_cut(generator):
+    # With the stop at the first character an untrained model can write, nothing survives it.
+    params = SamplingParams(max_new_tokens=30, temperature=1.0, n=4, stop=tuple("0123456789"))
+    for completions in generator.generate(PROMPTS, params):
+        for completion in completions:
+            assert not any(ch.isdigit() for ch in completion.text)

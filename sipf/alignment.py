@@ -1,0 +1,214 @@
+"""Step 6 of an iteration: ORPO on the preference pairs (method.md §5, Eq. 7-8).
+
+``L = NLL(chosen) − λ · log σ(log odds(chosen) − log odds(rejected))`` through TRL's
+ORPOTrainer (λ is TRL's ``beta``), always into a LoRA adapter. How TRL encodes a pair:
+
+* EOS: TRL appends the tokenizer's EOS id to both completions unless the text already
+  ends in it, and the chosen EOS is inside the NLL term, so the model learns to stop
+  after a preferred path. Nothing is appended here.
+* BOS: TRL prepends the tokenizer's BOS to the prompt. ``sipf.sft`` and
+  ``sipf.generation`` encode with ``add_special_tokens=False``, so :func:`_drop_added_bos`
+  removes that BOS again: the policy must see prompts as it will at sampling time.
+* Logged metrics (averaged over each logging window): ``loss``, ``nll_loss``,
+  ``log_odds_ratio`` (mean log σ(log odds)), ``log_odds_chosen`` (mean log odds),
+  ``logps/chosen`` and ``logps/rejected`` (mean per-token log-likelihoods: the paper's
+  Figure 3), ``logits/chosen|rejected``, ``rewards/chosen|rejected|margins|accuracies``
+  (β · logps), ``grad_norm``, ``learning_rate``, ``epoch``. Through DVCLive they land in
+  ``<live_dir>/plots/metrics/logps/chosen.tsv`` etc.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sipf.errors import ConfigError, DataError
+
+# torch, transformers and TRL load lazily: sipf.config may embed AlignConfig, and every
+# command would otherwise pay seconds of imports.
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+    from trl.experimental.orpo import ORPOTrainer
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+# Plain ``field(metadata=...)`` rather than sipf.config's ``_help``: sipf.config may embed
+# this class in ``Params``, and importing it back would be circular (as for SampleConfig).
+@dataclass(frozen=True)
+class AlignConfig:
+    init: str = field(default="sft", metadata={
+        "help": "'sft': every iteration trains a fresh LoRA adapter on M0 (the authors' "
+                "choice, as in ReST-EM); 'previous': continue training M_{k-1}'s adapter."})
+    epochs: float = field(default=2.0, metadata={"help": "Passes over the preference pairs."})
+    max_steps: int = field(default=0, metadata={
+        "help": "Stop after this many optimizer steps (0 = use epochs); for smoke runs."})
+    learning_rate: float = field(default=1e-3, metadata={
+        "help": "Peak learning rate, linear decay (the paper: 8e-5 for LoRA on 1-2B models; "
+                "the tiny from-scratch default needs about 1e-3)."})
+    warmup_ratio: float = field(default=0.1, metadata={
+        "help": "Fraction of steps spent warming up."})
+    max_grad_norm: float = field(default=0.3, metadata={"help": "Gradient clipping norm."})
+    batch_size: int = field(default=8, metadata={"help": "Pairs per optimizer step."})
+    max_length: int = field(default=512, metadata={
+        "help": "Truncate prompt + completion to this many tokens (the completion is cut)."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (the paper: 256)."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (the paper: 128)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                 "up_proj", "down_proj"],
+        metadata={"help": "Modules that get adapters."})
+    logging_steps: int = field(default=5, metadata={"help": "Log metrics every N steps."})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "Recompute activations in the backward pass: saves memory on big models, "
+                "costs ~30% time."})
+    seed: int = field(default=0, metadata={
+        "help": "Seed of the adapter's initialisation, shuffling and dropout."})
+
+    def __post_init__(self) -> None:
+        _require(self.init in ("sft", "previous"), "init",
+                 f"{self.init!r} is not one of sft, previous")
+        _require(self.epochs > 0 or self.max_steps > 0, "epochs",
+                 "set align.epochs > 0 or align.max_steps > 0")
+        _require(self.max_steps >= 0, "max_steps", "must be >= 0")
+        _require(self.learning_rate >= 0, "learning_rate", "must be >= 0")
+        _require(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
+        _require(self.max_grad_norm > 0, "max_grad_norm", "must be > 0")
+        _require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _require(self.max_length >= 8, "max_length", "must be >= 8")
+        _require(self.lora_r >= 1, "lora_r", "must be >= 1")
+        _require(self.lora_alpha >= 1, "lora_alpha", "must be >= 1")
+        _require(0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
+        _require(len(self.target_modules) > 0, "target_modules", "must name a module")
+        _require(self.logging_steps >= 1, "logging_steps", "must be >= 1")
+
+
+def _require(ok: bool, name: str, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"align.{name}: {why}")
+
+
+def starting_adapter(cfg: AlignConfig, previous_adapter: Path | None) -> Path | None:
+    """The adapter ORPO continues from: M_{k-1}'s under ``init: previous`` when it is a LoRA
+    adapter (at iteration 1, M0 may be a full checkpoint), else None (a fresh adapter)."""
+    if cfg.init == "previous" and previous_adapter is not None \
+            and (Path(previous_adapter) / ADAPTER_CONFIG).is_file():
+        return Path(previous_adapter)
+    return None
+
+
+_TOKEN_FIELDS = ("input_ids", "attention_mask", "labels")
+
+
+def _drop_added_bos(row: dict, tokenizer: PreTrainedTokenizerBase) -> dict:
+    """``row`` (a tokenized ORPO example) without the BOS TRL prepended, unless the
+    tokenizer itself puts one there with ``add_special_tokens=False`` (see the module doc)."""
+    bos = tokenizer.bos_token_id
+    own = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+    if bos is None or row["prompt_input_ids"][:1] != [bos] or own[:1] == [bos]:
+        return row
+    # TRL put the BOS at position 0 of every prompt_/chosen_/rejected_ token sequence.
+    return {key: values[1:] for key, values in row.items() if key.endswith(_TOKEN_FIELDS)}
+
+
+def _with_adapter(model: PreTrainedModel, cfg: AlignConfig,
+                  adapter_dir: Path | None) -> PeftModel:
+    """``model`` wrapped in a trainable LoRA adapter: loaded from ``adapter_dir``, or fresh."""
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+    from transformers import set_seed
+
+    if isinstance(model, PeftModel):
+        # M0 trained as an adapter: the ORPO adapter sits on M0's merged weights.
+        model = model.merge_and_unload()
+    if getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    if adapter_dir is not None:
+        if not (Path(adapter_dir) / ADAPTER_CONFIG).is_file():
+            raise DataError("not a LoRA adapter directory (no adapter_config.json)",
+                            file=adapter_dir)
+        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
+    set_seed(cfg.seed)  # the adapter's random initialisation
+    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                        target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def _pair_dataset(pairs: Sequence[dict]) -> Dataset:
+    from datasets import Dataset
+
+    if not pairs:
+        raise DataError("no preference pairs to train on")
+    return Dataset.from_dict({key: [p[key] for p in pairs]
+                              for key in ("prompt", "chosen", "rejected")})
+
+
+def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                  pairs: Sequence[dict], or_weight: float, cfg: AlignConfig, output_dir: Path,
+                  adapter_dir: Path | None = None,
+                  callbacks: Sequence[TrainerCallback] = ()) -> ORPOTrainer:
+    """The ORPO trainer :func:`train_orpo` runs (separate so tests can inspect its data)."""
+    import torch
+
+    with warnings.catch_warnings():  # trl pins this trainer; its "experimental" note is noise
+        warnings.filterwarnings("ignore", message="You are importing from 'trl.experimental'")
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    on_gpu = torch.cuda.is_available()
+    args = ORPOConfig(
+        output_dir=str(output_dir), beta=or_weight, num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1, learning_rate=cfg.learning_rate,
+        lr_scheduler_type="linear", warmup_steps=cfg.warmup_ratio,  # a float is a ratio
+        max_grad_norm=cfg.max_grad_norm, per_device_train_batch_size=cfg.batch_size,
+        max_length=cfg.max_length, activation_checkpointing=cfg.gradient_checkpointing,
+        # TRL zeroes every dropout by default (a DPO habit); ORPO has no reference model,
+        # and the paper trains with LoRA dropout.
+        disable_dropout=False, remove_unused_columns=False,
+        logging_steps=cfg.logging_steps, logging_first_step=True,
+        save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed,
+        bf16=on_gpu and torch.cuda.is_bf16_supported(), use_cpu=not on_gpu,
+        disable_tqdm=True, dataloader_num_workers=0)
+    dataset = _pair_dataset(pairs)
+    model = _with_adapter(model, cfg, adapter_dir)
+    if cfg.gradient_checkpointing:
+        model.enable_input_require_grads()  # frozen embeddings would cut the gradient path
+    trainer = ORPOTrainer(model=model, args=args, train_dataset=dataset,
+                          processing_class=tokenizer, callbacks=list(callbacks))
+    # The trainer tokenizes in __init__ and builds its dataloader from this attribute in train().
+    trainer.train_dataset = trainer.train_dataset.map(
+        _drop_added_bos, fn_kwargs={"tokenizer": tokenizer})
+    return trainer
+
+
+def train_orpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+               pairs: Sequence[dict], or_weight: float, cfg: AlignConfig,
+               live_dir: Path | None = None, adapter_dir: Path | None = None) -> PeftModel:
+    """Train a LoRA adapter on ``model`` with ORPO and return the PeftModel.
+
+    ``pairs`` are rows of :func:`sipf.preferences.build_pairs` (prompt, chosen, rejected);
+    ``or_weight`` is λ. A fresh adapter unless ``adapter_dir`` names one to continue (see
+    :func:`starting_adapter`); a PeftModel ``model`` is merged first. Save the result with
+    ``save_pretrained``; it loads with ``PeftModel.from_pretrained`` on the same weights
+    ``model`` held (for an adapter M0: M0 merged).
+    """
+    callbacks = []
+    if live_dir is not None:
+        from dvclive import Live
+        from dvclive.huggingface import DVCLiveCallback
+
+        # Stage outputs are versioned by dvc.yaml itself: no dvc.yaml edits, no experiments.
+        # The callback ends the run (writing metrics.json) when training ends.
+        live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False)
+        callbacks.append(DVCLiveCallback(live=live))
+    with tempfile.TemporaryDirectory(prefix="sipf-orpo-") as scratch:
+        trainer = build_trainer(model, tokenizer, pairs, or_weight, cfg, Path(scratch),
+                                adapter_dir, callbacks)
+        trainer.train()
+    return trainer.model

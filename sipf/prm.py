@@ -1,0 +1,465 @@
+"""Process reward model (method.md §3, Eq. 3-5).
+
+A causal-LM backbone with a new 2-way token-classification head reads
+``q + "\\nPlease reason step by step.\\n" + s_1 + "\\n" + … + s_n + "\\n"`` and scores the
+token that closes each step (the one covering the newline after it): ``ĉ_j = P(correct |
+q, s_1..s_j)``. Because the backbone is causal, that token sees exactly the prefix up to
+step j, so one forward pass scores every step of a path. The loss is binary cross-entropy
+on those tokens only; every other position is ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import tempfile
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import (AutoModelForTokenClassification, AutoTokenizer, PreTrainedModel,
+                          PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments,
+                          set_seed)
+
+from sipf.config import AGGREGATES, LoraParams, ModelConfig, PrmConfig
+from sipf.errors import ConfigError, DataError
+from sipf.models import (_DTYPES, PARENT_FILE, _strip_gguf_quantizer, base_location,
+                         resolve_source)
+from sipf.storage import atomic_path
+
+INSTRUCTION = "\nPlease reason step by step.\n"
+META_FILE = "prm.json"  # marks a directory as a PRM checkpoint and says how to reload it
+_KIND = "sipf-prm"
+
+
+# ----------------------------------------------------------------------------- data
+def format_path(question: str, steps: Sequence[str]) -> tuple[str, list[int]]:
+    """The PRM input and, per step, the character index of the newline that closes it."""
+    parts = [question, INSTRUCTION]
+    length = len(question) + len(INSTRUCTION)
+    closing = []
+    for step in steps:
+        length += len(step)
+        closing.append(length)
+        parts += [step, "\n"]
+        length += 1
+    return "".join(parts), closing
+
+
+def build_examples(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Simulation rows ``{question_id, question, steps, labels}`` -> PRM examples
+    ``{question_id, text, closing, labels}`` (``closing``: see :func:`format_path`)."""
+    examples = []
+    for number, row in enumerate(rows, start=1):
+        steps, labels = list(row["steps"]), [float(x) for x in row["labels"]]
+        if len(steps) != len(labels):
+            raise DataError(f"{len(steps)} steps but {len(labels)} labels", row=number,
+                            field="labels")
+        if any(not 0.0 <= x <= 1.0 for x in labels):
+            raise DataError(f"labels must lie in [0, 1], got {labels}", row=number,
+                            field="labels")
+        text, closing = format_path(row["question"], steps)
+        examples.append({"question_id": row["question_id"], "text": text, "closing": closing,
+                         "labels": labels})
+    return examples
+
+
+def closing_token_positions(tokenizer: PreTrainedTokenizerBase, text: str,
+                            closing: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Token ids of ``text`` and, per closing character index, the token that closes the step.
+
+    That is the last non-special token starting at or before the newline: the token whose
+    span covers it, even when BPE merged the newline with its neighbours, and the token just
+    before it when a tokenizer trims whitespace out of its offsets. Offsets come from the fast
+    tokenizer, so the same code serves character-level and BPE vocabularies.
+    """
+    if not tokenizer.is_fast:
+        raise ConfigError("the PRM needs a fast tokenizer (offset mappings)")
+    encoding = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)
+    starts, indices = [], []
+    for index, ((start, _), special) in enumerate(zip(encoding["offset_mapping"],
+                                                      encoding["special_tokens_mask"])):
+        if not special:
+            starts.append(start)
+            indices.append(index)
+    return encoding["input_ids"], [indices[bisect_right(starts, char) - 1] for char in closing]
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, example: dict[str, Any], cfg: PrmConfig
+           ) -> dict[str, list] | None:
+    """Training features: ids cut to ``max_length`` and per-token target and loss mask.
+
+    Steps whose closing token was cut off get no label; an example left without any is
+    dropped (None). When two steps share a closing token the later label wins, since that
+    token sees both steps.
+    """
+    ids, positions = closing_token_positions(tokenizer, example["text"], example["closing"])
+    ids = ids[:cfg.max_length]
+    target, mask = [0.0] * len(ids), [False] * len(ids)
+    for position, label in zip(positions, example["labels"]):
+        if position < len(ids):
+            target[position] = float(label > 0.5) if cfg.label == "hard" else label
+            mask[position] = True
+    return {"input_ids": ids, "target": target, "mask": mask} if any(mask) else None
+
+
+@dataclass
+class PrmCollator:
+    """Right-pads a batch: a causal model's real tokens then keep their positions, and pad
+    positions carry target 0 and mask False, so the loss never sees them."""
+
+    pad_token_id: int
+
+    def __call__(self, features: list[dict[str, list]]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+
+        def pad(key: str, value: Any, dtype: torch.dtype) -> torch.Tensor:
+            return torch.tensor([f[key] + [value] * (width - len(f[key])) for f in features],
+                                dtype=dtype)
+
+        batch = {"input_ids": pad("input_ids", self.pad_token_id, torch.long),
+                 "attention_mask": torch.tensor([[1] * len(f["input_ids"]) +
+                                                 [0] * (width - len(f["input_ids"]))
+                                                 for f in features], dtype=torch.long)}
+        if "target" in features[0]:
+            batch["target"] = pad("target", 0.0, torch.float32)
+            batch["mask"] = pad("mask", False, torch.bool)
+        return batch
+
+
+def split_questions(question_ids: Sequence[Any], val_fraction: float, seed: int
+                    ) -> tuple[set, set]:
+    """(train, val) question ids from a seeded shuffle; whole questions are held out so
+    validation measures generalisation to unseen questions, not to sibling paths."""
+    unique = sorted(set(question_ids), key=str)
+    random.Random(seed).shuffle(unique)
+    n_val = min(max(1, round(val_fraction * len(unique))), max(0, len(unique) - 1))
+    return set(unique[n_val:]), set(unique[:n_val])
+
+
+# ----------------------------------------------------------------------------- loss, scores
+def prm_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy of P(correct) = softmax(logits)[..., 1] on masked positions.
+
+    For two classes, softmax(l)[1] = sigmoid(l1 - l0), so BCE-with-logits on the difference
+    is the stable form; soft targets work unchanged.
+    """
+    margin = (logits[..., 1] - logits[..., 0])[mask]
+    if margin.numel() == 0:  # every step truncated away: a zero that keeps the graph
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(margin.float(), target[mask].float())
+
+
+@torch.inference_mode()
+def _probabilities(model: PreTrainedModel, ids: list[list[int]], positions: list[list[int]],
+                   batch_size: int, pad_token_id: int) -> list[list[float]]:
+    """P(correct) at ``positions`` of each sequence; longest first, so padding stays small
+    and an out-of-memory error shows up in the first batch."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    collate = PrmCollator(pad_token_id)
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    out: list[list[float]] = [[] for _ in ids]
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch = collate([{"input_ids": ids[i]} for i in chunk])
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+        probs = torch.softmax(logits.float(), dim=-1)[..., 1].cpu()
+        for row, i in enumerate(chunk):
+            out[i] = probs[row, positions[i]].tolist()
+    model.train(was_training)
+    return out
+
+
+def score_steps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                questions: Sequence[str], paths: Sequence[Sequence[str]],
+                batch_size: int = 16) -> list[list[float]]:
+    """ĉ_j = P(correct | q, s_1..s_j) for every step of every path.
+
+    Nothing is truncated, so every step gets a score; sampled paths are bounded by the
+    policy's max_new_tokens, which keeps them within the backbone's context.
+    """
+    if len(questions) != len(paths):
+        raise ValueError(f"{len(questions)} questions but {len(paths)} paths")
+    ids, positions = [], []
+    for question, steps in zip(questions, paths):
+        tokens, closing = closing_token_positions(tokenizer, *format_path(question, steps))
+        ids.append(tokens)
+        positions.append(closing)
+    return _probabilities(model, ids, positions, batch_size, _pad_id(tokenizer))
+
+
+def aggregate(scores: Sequence[float], how: str) -> float:
+    """Path reward r(τ) from its step scores; a path without steps gets 0."""
+    if not scores:
+        return 0.0
+    if how == "mean":
+        return sum(scores) / len(scores)
+    if how == "min":
+        return min(scores)
+    if how == "prod":
+        return math.prod(scores)
+    if how == "last":
+        return scores[-1]
+    raise ConfigError(f"prm.aggregate: {how!r} is not one of {', '.join(AGGREGATES)}")
+
+
+def step_accuracy(scores: Sequence[Sequence[float]], labels: Sequence[Sequence[float]]) -> float:
+    """Fraction of steps where (score > 0.5) equals (label > 0.5), over all paths; per-path
+    lists so PRM scores can be checked against any step labels (simulated or oracle)."""
+    pairs = [(s, y) for path_s, path_y in zip(scores, labels, strict=True)
+             for s, y in zip(path_s, path_y, strict=True)]
+    if not pairs:
+        return 0.0
+    return sum((s > 0.5) == (y > 0.5) for s, y in pairs) / len(pairs)
+
+
+# ----------------------------------------------------------------------------- model
+def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return 0 if pad is None else pad
+
+
+def _token_classifier(location: str, dtype: str, load_in_4bit: bool) -> PreTrainedModel:
+    """A backbone with a fresh 2-way head; a LoRA policy is merged into its base first."""
+    location = base_location(location)  # follow a models/base source.json pointer
+    adapter = Path(location) / "adapter_config.json"
+    if adapter.is_file():
+        from peft import PeftConfig, PeftModel
+
+        config = PeftConfig.from_pretrained(location)
+        config.task_type = None  # a causal-LM adapter, applied here to a token classifier
+        parent_file = Path(location) / PARENT_FILE  # written by save_policy
+        parent = json.loads(parent_file.read_text())["parent"] if parent_file.is_file() \
+            else config.base_model_name_or_path
+        base = _token_classifier(parent, dtype, load_in_4bit)
+        return PeftModel.from_pretrained(base, location, config=config).merge_and_unload()
+    source = resolve_source(location)
+    if source.kind == "scratch":
+        raise ConfigError("prm.backbone: 'scratch' is not a model; pass the policy's directory")
+    kwargs: dict[str, Any] = {"num_labels": 2, "dtype": _DTYPES[dtype]}
+    if load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    try:
+        model = AutoModelForTokenClassification.from_pretrained(source.location, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"prm.backbone: cannot load {location}: {err}") from err
+    if source.gguf_file:
+        _strip_gguf_quantizer(model)
+    return model
+
+
+def _attach_lora(model: PreTrainedModel, params: LoraParams, quantized: bool) -> PreTrainedModel:
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if quantized:
+        model = prepare_model_for_kbit_training(model)
+    # TOKEN_CLS puts the new head (`score` or `classifier`) in modules_to_save: it trains
+    # fully and is saved with the adapter.
+    config = LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
+                        target_modules=list(params.target_modules), task_type="TOKEN_CLS")
+    return get_peft_model(model, config)
+
+
+def load_prm(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(model, tokenizer) of a checkpoint written by :func:`train_prm`."""
+    path = Path(path)
+    meta_file = path / META_FILE
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not a PRM checkpoint (no readable {META_FILE}; train one "
+                          f"with the prm stage)") from err
+    if not isinstance(meta, dict) or meta.get("kind") != _KIND:
+        raise ConfigError(f"{path}: not a PRM checkpoint ({META_FILE} is not sipf's)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if meta["lora"]:
+            from peft import PeftModel
+
+            base = _token_classifier(meta["backbone"], meta["dtype"], meta["load_in_4bit"])
+            model = PeftModel.from_pretrained(base, path)
+        else:
+            model = AutoModelForTokenClassification.from_pretrained(path,
+                                                                    dtype=_DTYPES[meta["dtype"]])
+    except Exception as err:  # whatever breaks (files, shapes, safetensors), name the path
+        raise ConfigError(f"{path}: PRM checkpoint does not load: {err}") from err
+    model.eval()
+    return model, tokenizer
+
+
+# ----------------------------------------------------------------------------- training
+class PrmTrainer(Trainer):
+    """A Trainer whose loss is BCE on step-closing tokens; it also sums the loss per epoch."""
+
+    # TRL had a PRMTrainer, removed after 1.13, so the (small) loss lives here.
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loss_sum = 0.0
+        self._loss_count = 0
+
+    def compute_loss(self, model: PreTrainedModel, inputs: dict[str, torch.Tensor],
+                     return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        inputs = dict(inputs)
+        target, mask = inputs.pop("target"), inputs.pop("mask")
+        outputs = model(**inputs)
+        loss = prm_loss(outputs.logits, target, mask)
+        if model.training:
+            self._loss_sum += loss.item()
+            self._loss_count += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def pop_epoch_loss(self) -> float:
+        """Mean training loss since the last call."""
+        mean = self._loss_sum / max(1, self._loss_count)
+        self._loss_sum, self._loss_count = 0.0, 0
+        return mean
+
+
+class _BestEpoch:
+    """A CPU copy of the trainable weights of the best epoch so far: higher step accuracy,
+    ties to lower loss, further ties to the earlier epoch. Under LoRA that is only the
+    adapter and the head; a full fine-tune holds one extra copy of the model in RAM."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.key: tuple[float, float] | None = None
+        self.state: dict[str, torch.Tensor] = {}
+
+    def offer(self, model: torch.nn.Module, epoch: int, accuracy: float, loss: float) -> None:
+        key = (accuracy, -loss)
+        if self.key is None or key > self.key:
+            self.epoch, self.key = epoch, key
+            self.state = {name: p.detach().to("cpu", copy=True)
+                          for name, p in model.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def restore(self, model: torch.nn.Module) -> None:
+        for name, p in model.named_parameters():
+            if name in self.state:
+                p.copy_(self.state[name])
+
+
+class _EpochEnd(TrainerCallback):
+    """Validates after every epoch, remembers the best weights, logs to dvclive."""
+
+    def __init__(self, trainer: PrmTrainer, val: list[dict[str, list]], batch_size: int,
+                 pad_token_id: int, live: Any) -> None:
+        self.trainer, self.val, self.live = trainer, val, live
+        self.batch_size, self.pad_token_id = batch_size, pad_token_id
+        self.best = _BestEpoch()
+        self.per_epoch: list[dict[str, Any]] = []
+
+    def on_epoch_end(self, args: TrainingArguments, state: Any, control: Any,
+                     **kwargs: Any) -> None:
+        model = self.trainer.model
+        row: dict[str, Any] = {"epoch": len(self.per_epoch) + 1,
+                               "train_loss": self.trainer.pop_epoch_loss()}
+        if self.val:
+            row.update(_validate(model, self.val, self.batch_size, self.pad_token_id))
+            self.best.offer(model, row["epoch"], row["val_step_accuracy"], row["val_loss"])
+        self.per_epoch.append(row)
+        if self.live is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    self.live.log_metric(key, value)
+            self.live.next_step()
+
+
+def _validate(model: PreTrainedModel, features: list[dict[str, list]], batch_size: int,
+             pad_token_id: int) -> dict[str, float]:
+    """Step accuracy and BCE on labelled (unpadded, untruncated-away) steps of ``features``."""
+    positions = [[i for i, m in enumerate(f["mask"]) if m] for f in features]
+    targets = [[f["target"][i] for i in pos] for f, pos in zip(features, positions)]
+    scores = _probabilities(model, [f["input_ids"] for f in features], positions, batch_size,
+                            pad_token_id)
+    flat_s = torch.tensor([s for path in scores for s in path]).clamp(1e-7, 1 - 1e-7)
+    flat_y = torch.tensor([y for path in targets for y in path])
+    return {"val_step_accuracy": step_accuracy(scores, targets),
+            "val_loss": F.binary_cross_entropy(flat_s, flat_y).item()}
+
+
+def train_prm(backbone_dir: str | Path, tokenizer: PreTrainedTokenizerBase,
+              examples: Sequence[dict[str, Any]], cfg: PrmConfig, out_dir: str | Path,
+              live_dir: str | Path | None = None, *, model_cfg: ModelConfig | None = None
+              ) -> dict[str, Any]:
+    """Train a PRM from ``backbone_dir`` on :func:`build_examples` output; save the best epoch.
+
+    ``model_cfg`` supplies dtype, 4-bit loading (used only with ``cfg.lora``: QLoRA) and the
+    LoRA hyper-parameters; by default float32 with the project's LoRA defaults. Returns
+    ``{best_epoch, val_step_accuracy, train_steps (optimizer steps), per_epoch, ...}``;
+    with a single question there is no validation, the last epoch is kept and the
+    validation metrics are None.
+    """
+    model_cfg = model_cfg or ModelConfig()
+    train_ids, val_ids = split_questions([e["question_id"] for e in examples],
+                                         cfg.val_fraction, cfg.seed)
+    train = [f for e in examples if e["question_id"] in train_ids
+             if (f := encode(tokenizer, e, cfg)) is not None]
+    val = [f for e in examples if e["question_id"] in val_ids
+           if (f := encode(tokenizer, e, cfg)) is not None]
+    if not train:
+        raise DataError("no training path has a labelled step within prm.max_length")
+    quantized = cfg.lora and model_cfg.load_in_4bit
+    set_seed(cfg.seed)  # the new head is initialised here, before the Trainer seeds anything
+    model = _token_classifier(str(backbone_dir), model_cfg.dtype, quantized)
+    if cfg.lora:
+        model = _attach_lora(model, model_cfg.lora_params, quantized)
+    live = None
+    if live_dir is not None:
+        from dvclive import Live
+
+        live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False)
+    pad_id = _pad_id(tokenizer)
+    on_gpu = torch.cuda.is_available()
+    with tempfile.TemporaryDirectory(prefix="sipf-prm-") as scratch:
+        args = TrainingArguments(
+            output_dir=scratch, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+            per_device_train_batch_size=cfg.batch_size, save_strategy="no",
+            logging_strategy="epoch", report_to="none", seed=cfg.seed, data_seed=cfg.seed,
+            bf16=on_gpu and torch.cuda.is_bf16_supported(), use_cpu=not on_gpu,
+            disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False)
+        trainer = PrmTrainer(model=model, args=args, train_dataset=train,
+                             data_collator=PrmCollator(pad_id))
+        epoch_end = _EpochEnd(trainer, val, cfg.batch_size, pad_id, live)
+        trainer.add_callback(epoch_end)
+        trainer.train()
+    best_epoch = epoch_end.best.epoch or len(epoch_end.per_epoch)  # no validation: the last
+    epoch_end.best.restore(trainer.model)
+    _save(trainer.model, tokenizer, out_dir, backbone_dir, cfg, model_cfg, quantized)
+    best_accuracy = epoch_end.per_epoch[best_epoch - 1].get("val_step_accuracy")
+    if live is not None:  # the summary otherwise shows the last epoch, not the kept one
+        live.summary.update(best_epoch=best_epoch, best_val_step_accuracy=best_accuracy)
+        live.end()
+    return {"best_epoch": best_epoch, "val_step_accuracy": best_accuracy,
+            "train_steps": trainer.state.global_step,
+            "train_questions": len(train_ids), "val_questions": len(val_ids),
+            "train_paths": len(train), "val_paths": len(val),
+            "per_epoch": epoch_end.per_epoch}
+
+
+def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path,
+          backbone_dir: str | Path, cfg: PrmConfig, model_cfg: ModelConfig,
+          quantized: bool) -> None:
+    """Model (or adapter + head), tokenizer and the metadata load_prm needs, atomically."""
+    meta = {"kind": _KIND, "backbone": str(backbone_dir), "lora": cfg.lora,
+            "load_in_4bit": quantized, "dtype": model_cfg.dtype,
+            "config": dataclasses.asdict(cfg)}
+    with atomic_path(out_dir, directory=True) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

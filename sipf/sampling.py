@@ -1,0 +1,232 @@
+"""Step 1 of an iteration: sample reasoning paths from the current policy (method.md §1).
+
+For every training question the policy writes solutions at temperature T until the
+question holds its quota of distinct correct and distinct wrong paths, or its budget
+(rounds, wall-clock seconds) is spent. A path whose calculator annotations do not check
+out is dropped; paths with the same sequence of equations count once.
+
+All unfinished questions are decoded together, one ``generate`` call per round, so a
+batched engine stays full; a round only asks for more of what is still missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sipf.errors import ConfigError
+from sipf.generation import Generator, SamplingParams
+from sipf.tasks.base import (MathRecord, annotation_holds, annotations, answers_match,
+                             extract_answer, split_steps)
+
+
+# ----------------------------------------------------------------------------- config
+# Plain ``field(metadata=...)`` rather than sipf.config's ``_help``: sipf.config embeds
+# this class in ``Params``, and importing it back would be circular (as for ArithConfig).
+@dataclass(frozen=True)
+class SampleConfig:
+    temperature: float = field(default=1.0, metadata={
+        "help": "Sampling temperature (the paper: 1.0 for math)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (1 = off)."})
+    max_new_tokens: int = field(default=320, metadata={
+        "help": "Longest sampled solution in tokens."})
+    n_correct: int = field(default=4, metadata={
+        "help": "Iteration 1's quota of distinct correct paths per question; later iterations "
+                "shrink it (n/2 if n < 8 else n/4, at least 1)."})
+    n_wrong: int = field(default=4, metadata={
+        "help": "Iteration 1's quota of distinct wrong paths per question (shrinks like "
+                "n_correct; 0 = keep no wrong paths, as RFT needs)."})
+    per_round: int = field(default=8, metadata={
+        "help": "Samples drawn per unfinished question in each round."})
+    max_rounds: int = field(default=2, metadata={
+        "help": "Rounds a question may be sampled before it is given up: with per_round, "
+                "its attempt budget."})
+    max_seconds_per_question: float = field(default=0.0, metadata={
+        "help": "Wall-clock budget per question (0 = none): a question stops being sampled "
+                "once its share of generation time exceeds this. The paper uses 30 s on GPU. "
+                "Makes the output depend on the machine's speed."})
+    batch_size: int = field(default=64, metadata={
+        "help": "Sequences the generator decodes together."})
+    question_limit: int = field(default=300, metadata={
+        "help": "Sample for the first N training questions only (0 = all)."})
+    seed: int = field(default=0, metadata={
+        "help": "Seed of the samples; each iteration and round derives its own from it."})
+
+    def __post_init__(self) -> None:
+        _require(self.temperature >= 0, "temperature", "must be >= 0")
+        _require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        _require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        _require(self.n_correct >= 0, "n_correct", "must be >= 0")
+        _require(self.n_wrong >= 0, "n_wrong", "must be >= 0")
+        _require(self.n_correct + self.n_wrong >= 1, "n_correct",
+                 "n_correct and n_wrong are both 0: nothing would be kept")
+        _require(self.per_round >= 1, "per_round", "must be >= 1")
+        _require(self.max_rounds >= 1, "max_rounds", "must be >= 1")
+        _require(self.max_seconds_per_question >= 0, "max_seconds_per_question", "must be >= 0")
+        _require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _require(self.question_limit >= 0, "question_limit", "must be >= 0")
+
+
+def _require(ok: bool, name: str, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"sample.{name}: {why}")
+
+
+# ----------------------------------------------------------------------------- path rules
+def quota_for_iteration(n: int, iteration: int) -> int:
+    """The paper's shrinking quota: ``n`` at iteration 1, then n/2 if n < 8 else n/4 per
+    later iteration, never below 1 (a quota of 0, "keep none", stays 0)."""
+    if iteration < 1:
+        raise ValueError(f"iterations count from 1, got {iteration}")
+    for _ in range(iteration - 1):
+        if n == 0:
+            break
+        n = max(1, n // 2 if n < 8 else n // 4)
+    return n
+
+
+def equation_key(steps: Sequence[str]) -> tuple[str, ...]:
+    """The path's equations in order, whitespace removed: two paths that compute the same
+    things the same way are one path, however the prose around them differs."""
+    return tuple("".join(f"{expr}={value}".split())
+                 for step in steps for expr, value in annotations(step))
+
+
+def annotations_hold(steps: Sequence[str]) -> bool:
+    """Every ``<<expr=value>>`` in the path is true arithmetic (vacuously true with none)."""
+    return all(annotation_holds(expr, value)
+               for step in steps for expr, value in annotations(step))
+
+
+def _round_seed(seed: int, iteration: int, round_index: int) -> int:
+    """A 32-bit seed per (config seed, iteration, round); hashed so that neighbouring
+    rounds or iterations never share a seed."""
+    digest = hashlib.sha256(f"sipf.sample/{seed}/{iteration}/{round_index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+# ----------------------------------------------------------------------------- sampling
+_Path = tuple[str, list[str], str | None, bool]  # text, steps, answer, outcome
+
+
+@dataclass
+class QuestionStats:
+    """What sampling one question cost and yielded."""
+
+    question_id: str
+    rounds: int = 0
+    attempts: int = 0
+    correct: int = 0  # kept correct paths
+    wrong: int = 0  # kept wrong paths
+    invalid: int = 0  # no steps, or an annotation that does not check out
+    duplicates: int = 0  # same equations as an earlier sample
+    seconds: float = 0.0  # share of generation time, by generated tokens
+
+
+@dataclass(frozen=True)
+class SamplingReport:
+    quota_correct: int
+    quota_wrong: int
+    questions: list[QuestionStats]
+
+    def met_quota(self, stats: QuestionStats) -> bool:
+        return stats.correct >= self.quota_correct and stats.wrong >= self.quota_wrong
+
+    def summary(self) -> dict[str, float]:
+        """Totals for a stage's log and metrics file."""
+        qs = self.questions
+        return {
+            "questions": len(qs),
+            "quota_correct": self.quota_correct,
+            "quota_wrong": self.quota_wrong,
+            "attempts": sum(s.attempts for s in qs),
+            "paths_correct": sum(s.correct for s in qs),
+            "paths_wrong": sum(s.wrong for s in qs),
+            "invalid": sum(s.invalid for s in qs),
+            "duplicates": sum(s.duplicates for s in qs),
+            "questions_met_quota": sum(self.met_quota(s) for s in qs),
+            "questions_no_correct": sum(s.correct == 0 for s in qs),
+            "seconds": sum(s.seconds for s in qs),
+        }
+
+
+def sample_paths(generator: Generator, records: Sequence[MathRecord], prompts: Sequence[str],
+                 cfg: SampleConfig, iteration: int, generator_name: str, *,
+                 stop: Sequence[str] = (),
+                 clock: Callable[[], float] = time.perf_counter,
+                 ) -> tuple[list[dict], SamplingReport]:
+    """Distinct correct and wrong paths for each question, and what it took to get them.
+
+    ``prompts[i]`` is the policy prompt of ``records[i]``; ``stop`` the prompt style's stop
+    strings; ``clock`` is only replaced by tests. Rows come question by question, each
+    question's paths in generation order. Deterministic for fixed inputs unless
+    ``cfg.max_seconds_per_question`` is set.
+    """
+    if len(records) != len(prompts):
+        raise ValueError(f"{len(records)} records but {len(prompts)} prompts")
+    if cfg.question_limit:
+        records, prompts = records[:cfg.question_limit], prompts[:cfg.question_limit]
+    report = SamplingReport(quota_for_iteration(cfg.n_correct, iteration),
+                            quota_for_iteration(cfg.n_wrong, iteration),
+                            [QuestionStats(record.id) for record in records])
+    kept: list[list[_Path]] = [[] for _ in records]
+    seen: list[set[tuple[str, ...]]] = [set() for _ in records]
+
+    def unfinished(i: int) -> bool:
+        stats = report.questions[i]
+        out_of_time = 0 < cfg.max_seconds_per_question < stats.seconds
+        return not report.met_quota(stats) and not out_of_time
+
+    for round_index in range(cfg.max_rounds):
+        active = [i for i in range(len(records)) if unfinished(i)]
+        if not active:
+            break
+        params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                top_p=cfg.top_p, n=cfg.per_round, stop=tuple(stop),
+                                seed=_round_seed(cfg.seed, iteration, round_index))
+        start = clock()
+        outputs = generator.generate([prompts[i] for i in active], params)
+        elapsed = clock() - start
+        # A question's share of the round's time is its share of the generated tokens.
+        tokens = [sum(c.num_tokens for c in completions) for completions in outputs]
+        total = sum(tokens)
+        for i, completions, n_tokens in zip(active, outputs, tokens):
+            stats = report.questions[i]
+            stats.rounds += 1
+            stats.attempts += len(completions)
+            stats.seconds += elapsed * (n_tokens / total if total else 1 / len(active))
+            for completion in completions:
+                _consider(completion.text, records[i], stats, kept[i], seen[i], report)
+
+    rows = []
+    for record, paths in zip(records, kept):
+        for n, (text, steps, answer, outcome) in enumerate(paths):
+            rows.append({"question_id": record.id, "path_id": f"{record.id}/it{iteration}/{n:03d}",
+                         "text": text, "steps": steps, "answer": answer, "outcome": outcome,
+                         "iteration": iteration, "generator": generator_name})
+    return rows, report
+
+
+def _consider(text: str, record: MathRecord, stats: QuestionStats, kept: list[_Path],
+              seen: set[tuple[str, ...]], report: SamplingReport) -> None:
+    """Keep one sample if it is valid, new, and its outcome's quota is not yet full."""
+    steps = split_steps(text)
+    if not steps or not annotations_hold(steps):
+        stats.invalid += 1
+        return
+    key = equation_key(steps)
+    if key in seen:
+        stats.duplicates += 1
+        return
+    seen.add(key)
+    answer = extract_answer(text)
+    outcome = answers_match(answer, record.answer)
+    if outcome and stats.correct < report.quota_correct:
+        stats.correct += 1
+    elif not outcome and stats.wrong < report.quota_wrong:
+        stats.wrong += 1
+    else:
+        return
+    kept.append((text, steps, answer, outcome))

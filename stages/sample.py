@@ -1,0 +1,37 @@
+"""Stage `sample@itk`: M_{k-1} samples reasoning paths for the training questions."""
+
+from __future__ import annotations
+
+import click
+
+from sipf.config import load_params
+from sipf.generation import HFGenerator
+from sipf.models import load_policy, load_tokenizer
+from sipf.sampling import sample_paths
+from sipf.storage import write_json, write_parquet
+from sipf.tasks.prompts import stop_strings
+from stages.common import (BASE, clear_errors, data_dir, iteration_option, metrics_dir,
+                           params_option, policy_option, read_split, seed_everything)
+
+
+@click.command("sample")
+@params_option
+@iteration_option
+@policy_option
+@clear_errors
+def main(params_path: str, k: int, policy: str) -> None:
+    """Write data/it<k>/samples.parquet and metrics/it<k>/sample.json."""
+    params = load_params(params_path)
+    cfg = params.sample
+    seed_everything(cfg.seed + k)
+    records, prompts = read_split("train")
+    if cfg.question_limit:
+        records, prompts = records[:cfg.question_limit], prompts[:cfg.question_limit]
+    generator = HFGenerator(load_policy(policy, BASE, params.model), load_tokenizer(BASE),
+                            batch_size=cfg.batch_size)
+    rows, report = sample_paths(generator, records, prompts, cfg, k, generator_name=policy,
+                                stop=stop_strings(params.prepare.prompt_style))
+    summary = report.summary()
+    write_parquet(rows, data_dir(k) / "samples.parquet")
+    write_json(summary, metrics_dir(k) / "sample.json")
+    click.echo(f"sample@it{k}: {len(rows)} paths for {len(records)} questions {summary}")

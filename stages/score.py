@@ -1,0 +1,42 @@
+"""Stage `score@itk`: the PRM scores every step of every sampled path; path reward."""
+
+from __future__ import annotations
+
+import click
+
+from sipf.config import load_params
+from sipf.prm import aggregate, load_prm, score_steps, step_accuracy
+from sipf.storage import read_parquet, write_json, write_parquet
+from sipf.tasks import arith
+from stages.common import (clear_errors, data_dir, iteration_option, metrics_dir, model_dir,
+                           params_option, train_records_by_id)
+
+
+@click.command("score")
+@params_option
+@iteration_option
+@clear_errors
+def main(params_path: str, k: int) -> None:
+    """Write data/it<k>/scores.parquet and metrics/it<k>/score.json."""
+    params = load_params(params_path)
+    cfg = params.prm
+    paths = read_parquet(data_dir(k) / "samples.parquet",
+                         required=("question_id", "path_id", "text", "steps", "outcome"))
+    records, _ = train_records_by_id()
+    model, tokenizer = load_prm(model_dir(k) / "prm")
+    steps = [list(p["steps"]) for p in paths]
+    scores = score_steps(model, tokenizer, [records[p["question_id"]].question for p in paths],
+                         steps, batch_size=cfg.batch_size)
+    rows = [{"question_id": p["question_id"], "path_id": p["path_id"], "text": p["text"],
+             "outcome": p["outcome"], "step_scores": s, "reward": aggregate(s, cfg.aggregate),
+             "iteration": k} for p, s in zip(paths, scores)]
+    metrics: dict = {"paths": len(rows), "aggregate": cfg.aggregate}
+    if params.prepare.task == "arith":
+        oracle = [[float(x) for x in arith.step_labels(records[p["question_id"]], s)]
+                  for p, s in zip(paths, steps)]
+        metrics["prm_step_accuracy_vs_oracle"] = step_accuracy(scores, oracle)
+        metrics["oracle_correct_step_fraction"] = (
+            sum(map(sum, oracle)) / max(1, sum(map(len, oracle))))
+    write_parquet(rows, data_dir(k) / "scores.parquet")
+    write_json(metrics, metrics_dir(k) / "score.json")
+    click.echo(f"score@it{k}: {metrics}")

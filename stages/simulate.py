@@ -1,0 +1,48 @@
+"""Stage `simulate@itk`: Monte-Carlo step labels by rolling out every step prefix K times."""
+
+from __future__ import annotations
+
+import click
+
+from sipf.config import load_params
+from sipf.generation import HFGenerator
+from sipf.models import load_policy, load_simulator, load_tokenizer
+from sipf.simulation import label_agreement, select_paths, simulate
+from sipf.storage import read_parquet, write_json, write_parquet
+from sipf.tasks import arith
+from sipf.tasks.prompts import stop_strings
+from stages.common import (BASE, clear_errors, data_dir, iteration_option, metrics_dir,
+                           params_option, policy_option, seed_everything, train_records_by_id)
+
+
+@click.command("simulate")
+@params_option
+@iteration_option
+@policy_option
+@clear_errors
+def main(params_path: str, k: int, policy: str) -> None:
+    """Write data/it<k>/{rollouts,step_labels}.parquet and metrics/it<k>/simulate.json."""
+    params = load_params(params_path)
+    cfg = params.simulate
+    seed_everything(cfg.seed + k)
+    if cfg.simulator == "self":
+        model, tokenizer = load_policy(policy, BASE, params.model), load_tokenizer(BASE)
+    else:
+        model, tokenizer = load_simulator(cfg.simulator, params.model)
+    paths = select_paths(read_parquet(data_dir(k) / "samples.parquet",
+                                      required=("question_id", "path_id", "steps", "outcome")), cfg)
+    records, prompts = train_records_by_id()
+    rollouts, labels = simulate(HFGenerator(model, tokenizer, batch_size=cfg.batch_size), paths,
+                                records, prompts, cfg,
+                                stop=stop_strings(params.prepare.prompt_style))
+    metrics: dict = {"paths": len(paths), "steps": len(labels), "rollouts": len(rollouts)}
+    if params.prepare.task == "arith":  # the task knows the truth: measure the labels against it
+        oracle = {p["path_id"]: arith.step_labels(records[p["question_id"]], list(p["steps"]))
+                  for p in paths}
+        for row in labels:
+            row["oracle"] = oracle[row["path_id"]][row["step_index"]]
+        metrics["against_oracle"] = label_agreement(labels, oracle)
+    write_parquet(rollouts, data_dir(k) / "rollouts.parquet")
+    write_parquet(labels, data_dir(k) / "step_labels.parquet")
+    write_json(metrics, metrics_dir(k) / "simulate.json")
+    click.echo(f"simulate@it{k}: {metrics}")

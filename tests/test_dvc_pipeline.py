@@ -1,0 +1,54 @@
+"""`dvc repro` builds the pipeline, a second run does nothing, and a param change re-runs
+only what depends on it."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import tiny_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sh(*args: str, cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture()
+def project(tmp_path):
+    if shutil.which("dvc", path=str(Path(sys.executable).parent)) is None:
+        pytest.skip("dvc is not installed in this environment")
+    for name in ("sipf", "stages"):
+        shutil.copytree(REPO / name, tmp_path / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", tmp_path)
+    tiny_params(tmp_path / "params.yaml")
+    sh("git", "init", "-q", cwd=tmp_path)
+    sh("dvc", "init", "-q", cwd=tmp_path)
+    return tmp_path
+
+
+def ran(log: str) -> list[str]:
+    return [line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")]
+
+
+def test_repro_twice_then_a_param_change(project):
+    first = sh("dvc", "repro", cwd=project)
+    assert ran(first) == ["prepare", "base", "sft", "evaluate@base", "evaluate@sft"]
+    assert (project / "metrics/eval/sft.json").is_file()
+
+    second = sh("dvc", "repro", cwd=project)
+    assert ran(second) == []
+
+    params = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(params.replace("max_new_tokens: 24",
+                                                        "max_new_tokens: 20"))
+    third = sh("dvc", "repro", cwd=project)
+    assert ran(third) == ["evaluate@base", "evaluate@sft"]

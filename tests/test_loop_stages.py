@@ -1,0 +1,133 @@
+"""One iteration of the loop through its stage entry points, on a tiny model.
+
+A model trained for seconds never answers right, so the iteration starts from
+hand-made samples: each question's gold solution (correct) and a copy with a wrong
+step (wrong). Everything after sampling runs for real.
+"""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from sipf.cli import main
+from sipf.storage import read_parquet, write_parquet
+from sipf.tasks.base import split_steps
+from tests.helpers import tiny_params
+
+LOOP = {"simulate": {"k": 2, "max_paths": 0, "max_new_tokens": 16, "batch_size": 16},
+        "prm": {"epochs": 1, "batch_size": 8, "val_fraction": 0.25},
+        # A PRM trained for seconds barely separates paths: any positive gap makes a pair.
+        "prefs": {"margin": 1e-9, "require_outcome": False},
+        "align": {"max_steps": 2, "batch_size": 4, "logging_steps": 1},
+        "sample": {"question_limit": 3, "per_round": 2, "max_rounds": 1, "max_new_tokens": 16}}
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def corrupt(solution: str) -> str:
+    """Wrong arithmetic in the first step, carried to the answer."""
+    steps = split_steps(solution)
+    first = steps[0].replace("=<<", "=<<1+", 1)
+    return "\n".join([first, *steps[1:], "The answer is 12345"])
+
+
+@pytest.fixture(scope="module")
+def iteration(tmp_path_factory):
+    root = tmp_path_factory.mktemp("loop")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        tiny_params(root / "params.yaml", **LOOP)
+        for command in (["prepare"], ["base"], ["sft"]):
+            assert run(*command).exit_code == 0
+        train = read_parquet("data/prepared/train.parquet")[:8]
+        samples = []
+        for q in train:
+            for n, (text, outcome) in enumerate([(q["solution"], True),
+                                                 (corrupt(q["solution"]), False)]):
+                samples.append({"question_id": q["id"], "path_id": f"{q['id']}/it1/{n:03d}",
+                                "text": text, "steps": split_steps(text),
+                                "answer": q["answer"] if outcome else "12345",
+                                "outcome": outcome, "iteration": 1, "generator": "hand"})
+        write_parquet(samples, "data/it1/samples.parquet")
+        results = {name: run(*args) for name, args in [
+            ("simulate", ["simulate", "--iteration", "1", "--policy", "models/sft"]),
+            ("train_prm", ["train_prm", "--iteration", "1", "--policy", "models/sft"]),
+            ("score", ["score", "--iteration", "1"]),
+            ("prefs", ["prefs", "--iteration", "1"]),
+            ("align", ["align", "--iteration", "1", "--policy", "models/sft"]),
+            ("evaluate", ["evaluate", "--model", "models/it1/policy", "--name", "it1"])]}
+    return root, results
+
+
+def test_every_loop_stage_succeeds(iteration):
+    _, results = iteration
+    for name, result in results.items():
+        assert result.exit_code == 0, f"{name}: {result.output}"
+
+
+def test_simulation_keeps_every_rollout_and_measures_against_the_oracle(iteration):
+    root, _ = iteration
+    labels = pq.read_table(root / "data/it1/step_labels.parquet").to_pylist()
+    rollouts = pq.read_table(root / "data/it1/rollouts.parquet").to_pylist()
+    assert {"path_id", "step_index", "completion", "answer", "correct"} <= set(rollouts[0])
+    assert all(row["k"] == 2 for row in labels)
+    # The corrupted first step is wrong and every gold step right, by the oracle.
+    by_path = {(r["path_id"], r["step_index"]): r["oracle"] for r in labels}
+    assert all(by_path[(p, 0)] is (p.endswith("/000")) for p, _ in by_path)
+    metrics = json.loads((root / "metrics/it1/simulate.json").read_text())
+    assert metrics["steps"] == len(labels)
+    assert 0.0 <= metrics["against_oracle"]["hard_accuracy"] <= 1.0
+
+
+def test_prm_scores_and_pairs(iteration):
+    root, _ = iteration
+    prm = json.loads((root / "metrics/it1/prm.json").read_text())
+    assert prm["best_epoch"] == 1
+    scores = pq.read_table(root / "data/it1/scores.parquet").to_pylist()
+    assert len(scores) == 16
+    assert all(len(s["step_scores"]) >= 1 and 0.0 <= s["reward"] <= 1.0 for s in scores)
+    assert "prm_step_accuracy_vs_oracle" in json.loads((root / "metrics/it1/score.json")
+                                                       .read_text())
+    pairs = pq.read_table(root / "data/it1/prefs.parquet").to_pylist()
+    assert pairs and all(p["chosen_reward"] - p["rejected_reward"] >= 1e-9 for p in pairs)
+    assert all(p["iteration"] == 1 and p["prompt"].startswith("Q: ") for p in pairs)
+
+
+def test_align_writes_a_loadable_adapter_and_logs_log_probabilities(iteration):
+    root, _ = iteration
+    policy = root / "models/it1/policy"
+    assert (policy / "adapter_config.json").is_file()
+    assert json.loads((policy / "parent.json").read_text()) == {"parent": "models/sft"}
+    logged = (root / "metrics/it1/align/plots/metrics/logps").iterdir()
+    assert {p.name for p in logged} >= {"chosen.tsv", "rejected.tsv"}
+    assert json.loads((root / "metrics/eval/it1.json").read_text())["test"]["total"] == 6
+
+
+def test_empty_preference_set_fails_clearly_and_writes_nothing(iteration, monkeypatch):
+    root, _ = iteration
+    monkeypatch.chdir(root)
+    tiny_params(root / "strict.yaml", **{**LOOP, "prefs": {"margin": 1.5}})
+    result = run("prefs", "--iteration", "1", "--params", "strict.yaml")
+    assert result.exit_code == 1
+    assert "no preference pairs" in result.output
+    assert (root / "data/it1/prefs.parquet").stat().st_size > 0  # the earlier file untouched
+
+
+def test_broken_prm_checkpoint_and_missing_simulator_are_named(iteration, monkeypatch):
+    root, _ = iteration
+    monkeypatch.chdir(root)
+    (root / "models/it9/prm").mkdir(parents=True)
+    (root / "data/it9").mkdir()
+    (root / "data/it9/samples.parquet").write_bytes(
+        (root / "data/it1/samples.parquet").read_bytes())
+    result = run("score", "--iteration", "9")
+    assert result.exit_code == 1 and "models/it9/prm" in result.output
+    tiny_params(root / "sim.yaml", **{**LOOP, "simulate": {"simulator": "./no/such/model"}})
+    result = run("simulate", "--iteration", "9", "--policy", "models/sft", "--params", "sim.yaml")
+    assert result.exit_code == 1
+    assert "simulate.simulator: ./no/such/model does not exist" in result.output
+    assert not (root / "data/it9/rollouts.parquet").exists()

@@ -1,0 +1,292 @@
+"""The process reward model: step-closing tokens, masked loss, training, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast, TrainingArguments
+
+from sipf.errors import ConfigError, DataError
+from sipf.prm import (PrmCollator, PrmConfig, PrmTrainer, _BestEpoch, aggregate, build_examples,
+                      closing_token_positions, encode, format_path, load_prm, prm_loss,
+                      score_steps, split_questions, step_accuracy, train_prm)
+from tests.helpers import tiny_model
+
+QUESTION = "What is 2+3?"
+STEPS = ["2+3=5 good", "check: bad", "", "so 5"]
+
+
+def _rows(n_questions: int, seed: int = 0) -> list[dict]:
+    """A separable task: a step is correct iff it says good+ (the label is the word)."""
+    rng = random.Random(seed)
+    rows = []
+    for q in range(n_questions):
+        for _ in range(2):
+            labels = [float(rng.random() < 0.5) for _ in range(3)]
+            rows.append({"question_id": q, "question": f"Q{q}?",
+                         "steps": ["good+" if y else "bad-" for y in labels], "labels": labels})
+    return rows
+
+
+def _tiny_backbone(path: Path):
+    model, tokenizer = tiny_model(["good+ bad-"])
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return tokenizer
+
+
+def _val_rows(rows: list[dict], cfg: PrmConfig) -> list[dict]:
+    _, val = split_questions([r["question_id"] for r in rows], cfg.val_fraction, cfg.seed)
+    return [r for r in rows if r["question_id"] in val]
+
+
+def _bpe(byte_level: bool) -> PreTrainedTokenizerFast:
+    """A tiny trained BPE. Without a pre-tokenizer its merges span newlines ("5.\\n2"); the
+    byte-level variant trims whitespace out of offsets, as GPT-2-style tokenizers do."""
+    core = Tokenizer(models.BPE(unk_token=None if byte_level else "<unk>"))
+    alphabet = pre_tokenizers.ByteLevel.alphabet() if byte_level else []
+    if byte_level:
+        core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        core.decoder = decoders.ByteLevel()
+    text, _ = format_path(QUESTION, STEPS)
+    core.train_from_iterator([text] * 20, trainers.BpeTrainer(
+        vocab_size=len(alphabet) + 120, special_tokens=["<pad>", "<unk>", "<s>"],
+        initial_alphabet=alphabet, show_progress=False))
+    bos = core.token_to_id("<s>")
+    core.post_processor = processors.Sequence([
+        *([processors.ByteLevel(trim_offsets=True)] if byte_level else []),
+        processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])])
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>")
+
+
+# ----------------------------------------------------------------------------- positions
+def test_char_tokenizer_closing_tokens_are_the_newlines() -> None:
+    _, tokenizer = tiny_model()
+    text, closing = format_path(QUESTION, STEPS)
+    ids, positions = closing_token_positions(tokenizer, text, closing)
+    assert text == QUESTION + "\nPlease reason step by step.\n" + "\n".join(STEPS) + "\n"
+    assert positions == closing == [i for i, c in enumerate(text) if c == "\n"][2:]
+    assert len(ids) == len(text)
+
+
+@pytest.mark.parametrize("byte_level", [False, True])
+def test_bpe_closing_token_covers_the_newline(byte_level: bool) -> None:
+    tokenizer = _bpe(byte_level)
+    text, closing = format_path(QUESTION, STEPS)
+    encoding = tokenizer(text, return_offsets_mapping=True)
+    if not byte_level:  # the point of this tokenizer: some newline is merged with neighbours
+        assert any(text[s:e] != "\n" and "\n" in text[s:e] for s, e in encoding["offset_mapping"])
+    ids, positions = closing_token_positions(tokenizer, text, closing)
+    assert ids[0] == tokenizer.bos_token_id  # the special token is skipped, not matched
+    for char, position in zip(closing, positions):
+        start, end = encoding["offset_mapping"][position]
+        assert start <= char < end
+        # The token sees the whole step and nothing of the following step beyond what the
+        # merge forced into it.
+        assert tokenizer.decode(ids[1:position + 1]).startswith(text[:char + 1])
+    assert positions == sorted(positions)
+
+
+def test_encode_truncates_steps_and_maps_hard_or_soft_targets() -> None:
+    _, tokenizer = tiny_model()
+    [example] = build_examples([{"question_id": 1, "question": QUESTION, "steps": STEPS,
+                                 "labels": [1.0, 0.25, 0.75, 0.0]}])
+    last_kept = example["closing"][2]
+    hard = encode(tokenizer, example, PrmConfig(max_length=last_kept + 1))
+    soft = encode(tokenizer, example, PrmConfig(max_length=last_kept + 1, label="soft"))
+    positions = [i for i, m in enumerate(hard["mask"]) if m]
+    assert positions == example["closing"][:3]  # the fourth step was cut off: no label
+    assert [hard["target"][i] for i in positions] == [1.0, 0.0, 1.0]
+    assert [soft["target"][i] for i in positions] == [1.0, 0.25, 0.75]
+    assert encode(tokenizer, example, PrmConfig(max_length=8)) is None
+
+
+def test_build_examples_rejects_mismatched_labels() -> None:
+    with pytest.raises(DataError, match="row 1.*labels.*2 steps but 1 labels"):
+        build_examples([{"question_id": 0, "question": "q", "steps": ["a", "b"],
+                         "labels": [1.0]}])
+    with pytest.raises(DataError, match="labels"):
+        build_examples([{"question_id": 0, "question": "q", "steps": ["a"], "labels": [2.0]}])
+
+
+# ----------------------------------------------------------------------------- loss
+def test_loss_ignores_positions_that_close_no_step(tmp_path: Path) -> None:
+    model, tokenizer = tiny_model()
+    [example] = build_examples([{"question_id": 0, "question": QUESTION, "steps": STEPS[:2],
+                                 "labels": [1.0, 0.0]}])
+    short = encode(tokenizer, build_examples([{"question_id": 1, "question": "q",
+                                               "steps": ["x"], "labels": [1.0]}])[0],
+                   PrmConfig())
+    batch = PrmCollator(tokenizer.pad_token_id)([encode(tokenizer, example, PrmConfig()), short])
+    assert batch["mask"].sum() == 3 and not batch["mask"][1, len(short["input_ids"]):].any()
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    trainer = PrmTrainer(model=model, args=args)
+    model.eval()  # no dropout: the two losses must agree exactly
+
+    def loss(b: dict) -> float:
+        return trainer.compute_loss(model, b).item()
+
+    changed = dict(batch, target=batch["target"].clone())
+    changed["target"][~batch["mask"]] = 1.0
+    assert loss(changed) == loss(batch)
+    changed = dict(batch, target=batch["target"].clone())
+    changed["target"][batch["mask"]] = 1.0 - changed["target"][batch["mask"]]
+    assert loss(changed) != loss(batch)
+
+    logits = torch.randn(2, 5, 2)
+    target, mask = torch.rand(2, 5), torch.rand(2, 5) > 0.5
+    other = logits.clone()
+    other[~mask] = torch.randn_like(other[~mask])
+    assert torch.equal(prm_loss(logits, target, mask), prm_loss(other, target, mask))
+    assert prm_loss(logits, target, torch.zeros_like(mask)).item() == 0.0
+
+
+# ----------------------------------------------------------------------------- training
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("prm")
+    tokenizer = _tiny_backbone(root / "backbone")
+    rows = _rows(24)
+    cfg = PrmConfig(epochs=6, learning_rate=2e-2, batch_size=8, val_fraction=0.2)
+    metrics = train_prm(root / "backbone", tokenizer, build_examples(rows), cfg, root / "prm",
+                        live_dir=root / "live")
+    return {"root": root, "rows": rows, "cfg": cfg, "metrics": metrics}
+
+
+def test_prm_learns_a_separable_task(trained: dict) -> None:
+    metrics = trained["metrics"]
+    assert metrics["val_step_accuracy"] >= 0.9
+    assert metrics["val_questions"] == 5 and metrics["train_questions"] == 19
+    assert metrics["train_steps"] == 6 * 5  # 38 paths in batches of 8, six epochs
+    live = json.loads((trained["root"] / "live" / "metrics.json").read_text())
+    assert live["best_epoch"] == metrics["best_epoch"]
+    assert live["best_val_step_accuracy"] == metrics["val_step_accuracy"]
+
+
+def test_best_epoch_is_kept_and_checkpoint_round_trips(trained: dict) -> None:
+    metrics = trained["metrics"]
+    per_epoch = metrics["per_epoch"]
+    best = per_epoch[metrics["best_epoch"] - 1]
+    assert best["val_step_accuracy"] == max(row["val_step_accuracy"] for row in per_epoch)
+    assert metrics["val_step_accuracy"] == best["val_step_accuracy"]
+    model, tokenizer = load_prm(trained["root"] / "prm")
+    val = _val_rows(trained["rows"], trained["cfg"])
+    scores = score_steps(model, tokenizer, [r["question"] for r in val],
+                         [r["steps"] for r in val], batch_size=3)
+    assert step_accuracy(scores, [r["labels"] for r in val]) == metrics["val_step_accuracy"]
+    # The loaded weights are the best epoch's, to the last bit that matters.
+    flat = torch.tensor([s for path in scores for s in path])
+    labels = torch.tensor([y for r in val for y in r["labels"]])
+    loss = torch.nn.functional.binary_cross_entropy(flat.clamp(1e-7, 1 - 1e-7), labels)
+    assert loss.item() == pytest.approx(best["val_loss"], abs=1e-5)
+    again = score_steps(*load_prm(trained["root"] / "prm"), [r["question"] for r in val],
+                        [r["steps"] for r in val], batch_size=16)
+    assert [s for path in again for s in path] == pytest.approx(flat.tolist(), abs=1e-6)
+
+
+def test_best_epoch_tracker_restores_the_best_weights() -> None:
+    layer = torch.nn.Linear(2, 2)
+    best = _BestEpoch()
+    for epoch, (accuracy, loss) in enumerate([(0.5, 0.7), (0.9, 0.4), (0.9, 0.5), (0.7, 0.3)],
+                                             start=1):
+        with torch.no_grad():
+            layer.weight.fill_(epoch)
+        best.offer(layer, epoch, accuracy, loss)
+    best.restore(layer)
+    assert best.epoch == 2 and torch.all(layer.weight == 2)
+
+
+def test_score_steps_shapes_and_empty_paths(trained: dict) -> None:
+    model, tokenizer = load_prm(trained["root"] / "prm")
+    scores = score_steps(model, tokenizer, ["Q1?", "Q2?"], [["good+", "bad-"], []])
+    assert len(scores[0]) == 2 and scores[1] == []
+    assert scores[0][0] > 0.5 > scores[0][1]
+
+
+def test_lora_prm_saves_adapter_with_head_and_is_deterministic(tmp_path: Path) -> None:
+    tokenizer = _tiny_backbone(tmp_path / "backbone")
+    rows = _rows(6)
+    cfg = PrmConfig(epochs=1, batch_size=4, lora=True, val_fraction=0.3)
+    runs = [train_prm(tmp_path / "backbone", tokenizer, build_examples(rows), cfg,
+                      tmp_path / f"prm{i}") for i in range(2)]
+    assert runs[0] == runs[1]
+    adapter = json.loads((tmp_path / "prm0" / "adapter_config.json").read_text())
+    assert "score" in adapter["modules_to_save"]
+    with safe_open(str(tmp_path / "prm0" / "adapter_model.safetensors"), "pt") as weights:
+        assert any("score" in key for key in weights.keys())
+    model, tokenizer = load_prm(tmp_path / "prm0")
+    val = _val_rows(rows, cfg)
+    scores = score_steps(model, tokenizer, [r["question"] for r in val], [r["steps"] for r in val])
+    flat = torch.tensor([s for path in scores for s in path])
+    labels = torch.tensor([y for r in val for y in r["labels"]])
+    loss = torch.nn.functional.binary_cross_entropy(flat, labels).item()
+    assert loss == pytest.approx(runs[0]["per_epoch"][0]["val_loss"], abs=1e-5)
+
+
+def test_single_question_trains_without_validation(tmp_path: Path) -> None:
+    tokenizer = _tiny_backbone(tmp_path / "backbone")
+    metrics = train_prm(tmp_path / "backbone", tokenizer, build_examples(_rows(1)),
+                        PrmConfig(epochs=2, batch_size=2), tmp_path / "prm")
+    assert metrics["val_questions"] == 0 and metrics["val_step_accuracy"] is None
+    assert metrics["best_epoch"] == 2 and (tmp_path / "prm" / "prm.json").is_file()
+
+
+# ----------------------------------------------------------------------------- loading
+def test_load_prm_names_a_missing_or_broken_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'nope'}: not a PRM checkpoint"):
+        load_prm(tmp_path / "nope")
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ConfigError, match=f"{garbage}: not a PRM checkpoint"):
+        load_prm(garbage)
+    (garbage / "prm.json").write_text(json.dumps({"kind": "sipf-prm", "lora": False,
+                                                  "dtype": "float32"}))
+    with pytest.raises(ConfigError, match=f"{garbage}: PRM checkpoint does not load"):
+        load_prm(garbage)
+
+
+# ----------------------------------------------------------------------------- small helpers
+def test_split_holds_out_whole_questions() -> None:
+    train, val = split_questions([3, 1, 2, 1, 3], 0.08, seed=0)
+    assert len(val) == 1 and train | val == {1, 2, 3} and not train & val
+    assert split_questions([7, 7], 0.5, seed=0) == ({7}, set())
+    assert split_questions(range(10), 0.3, seed=1) == split_questions(range(10), 0.3, seed=1)
+
+
+@pytest.mark.parametrize("how, expected", [("mean", 0.5), ("min", 0.2), ("prod", 0.2 * 0.5 * 0.8),
+                                           ("last", 0.8)])
+def test_aggregate(how: str, expected: float) -> None:
+    assert aggregate([0.2, 0.5, 0.8], how) == pytest.approx(expected)
+    assert aggregate([], how) == 0.0
+
+
+def test_aggregate_rejects_unknown_mode() -> None:
+    with pytest.raises(ConfigError, match="prm.aggregate"):
+        aggregate([0.5], "max")
+
+
+def test_step_accuracy() -> None:
+    assert step_accuracy([[0.9, 0.2], [0.6]], [[1.0, 1.0], [0.0]]) == pytest.approx(1 / 3)
+    assert step_accuracy([], []) == 0.0
+
+
+@pytest.mark.parametrize("key, value", [
+    ("backbone", ""), ("label", "fuzzy"), ("epochs", 0), ("learning_rate", 0.0),
+    ("batch_size", 0), ("max_length", 4), ("val_fraction", 0.0), ("val_fraction", 1.0),
+    ("mode", "online"), ("aggregate", "max")])
+def test_config_errors_name_the_field(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=f"prm.{key}"):
+        PrmConfig(**{key: value})
+
+
+def test_config_fields_all_have_help() -> None:
+    assert all(f.metadata.get("help") for f in dataclasses.fields(PrmConfig))
+
