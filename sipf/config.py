@@ -322,11 +322,11 @@ def as_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def merge_params(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_params(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -340,7 +340,7 @@ def apply_preset(preset: str | Path) -> dict[str, Any]:
     overrides = yaml.safe_load(preset.read_text()) or {}
     if not isinstance(overrides, dict):
         raise ConfigError(f"{preset}: expected a mapping at the top level")
-    merged = _merge(as_dict(Params()), overrides)
+    merged = merge_params(as_dict(Params()), overrides)
     try:
         from_mapping(Params, merged)
     except ConfigError as err:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from sipf.config import ScratchModelParams
+from sipf.config import Params, ScratchModelParams, as_dict, merge_params
 from sipf.models import build_char_tokenizer, build_scratch_model
 
 TINY_ARCH = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
@@ -19,14 +19,14 @@ def tiny_model(texts: list[str] | None = None, seed: int = 0):
 
 
 def tiny_params(path: Path, **overrides: dict) -> Path:
-    """A params.yaml for a pipeline that runs in seconds."""
-    params = {
+    """A complete params.yaml (defaults plus these) for a pipeline that runs in seconds."""
+    tiny = {
         "prepare": {"arith": {"n_train": 48, "n_test": 6, "n_ood": 4}},
         "model": {"scratch": TINY_ARCH},
         "sft": {"max_steps": 6, "batch_size": 8, "logging_steps": 2, "learning_rate": 0.01},
         "evaluate": {"batch_size": 4, "max_new_tokens": 24},
     }
     for section, values in overrides.items():
-        params.setdefault(section, {}).update(values)
-    path.write_text(yaml.safe_dump(params))
+        tiny.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(merge_params(as_dict(Params()), tiny)))
     return path

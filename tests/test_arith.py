@@ -55,9 +55,11 @@ def test_train_and_test_are_disjoint(splits):
 
 
 def test_step_counts_and_value_range(splits):
-    for split, (lo, hi) in (("train", (2, 3)), ("test", (2, 3)), ("ood", (4, 4))):
+    for split, (lo, hi) in (("train", (2, 3)), ("test", (2, 3)), ("ood", (2, 3))):
+        first, last = (60, 99) if split == "ood" else (10, 59)
         for computation, record in splits[split]:
             assert lo <= len(computation.ops) <= hi
+            assert first <= computation.start <= last
             n_groups = sum(op.kind == "groups" for op in computation.ops)
             assert len(split_steps(record.solution)) == len(computation.ops) + n_groups
             assert all(0 <= v <= CFG.max_value for v in computation.totals())
@@ -86,13 +88,14 @@ def test_space_too_small_is_a_clear_error():
     ({"n_train": -1}, "n_train"),
     ({"min_steps": 0}, "min_steps"),
     ({"max_steps": 1}, "max_steps"),
-    ({"ood_min_steps": 3}, "ood_min_steps"),
-    ({"ood_max_steps": 3}, "ood_max_steps"),
+    ({"ood_start_min": 50}, "ood_min_steps"),  # neither steps nor starts differ
+    ({"ood_min_steps": 4, "ood_max_steps": 3}, "ood_max_steps"),
+    ({"ood_start_min": 90, "ood_start_max": 80}, "ood_start_max"),
     ({"start_min": 0}, "start_min"),
     ({"start_max": 5}, "start_max"),
     ({"operand_min": 1}, "operand_min"),
     ({"operand_max": 1}, "operand_max"),
-    ({"max_value": 50}, "max_value"),
+    ({"max_value": 80}, "max_value"),
     ({"operations": ()}, "operations"),
     ({"operations": ("add", "div")}, "operations"),
     ({"operations": ("add", "add")}, "operations"),

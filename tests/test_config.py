@@ -31,7 +31,7 @@ def test_repository_params_load_and_match_defaults():
     ({"sft": {"batch_size": "16"}}, "sft.batch_size: expected int, got str '16'"),
     ({"sft": {"batch_size": 0}}, "sft.batch_size: must be >= 1"),
     ({"prepare": {"task": "gsm9k"}}, "prepare.task: 'gsm9k' is not one of"),
-    ({"prepare": {"arith": {"min_steps": 3, "max_steps": 4}}}, "ood_min_steps"),
+    ({"prepare": {"arith": {"ood_start_min": 10, "ood_start_max": 59}}}, "ood_min_steps"),
     ({"model": {"lora_params": {"target_modules": "q_proj"}}},
      "model.lora_params.target_modules: expected a list"),
     ({"model": {"load_in_4bit": True}}, "model.load_in_4bit needs model.lora"),
@@ -47,7 +47,8 @@ def test_bad_params_name_the_file_and_key(tmp_path, data, message):
 
 def test_ints_widen_to_floats_and_lists_to_tuples(tmp_path):
     params = load_params(write(tmp_path, {"or_weight": 1, "prepare": {"arith": {
-        "operations": ["add", "sub"], "max_steps": 2, "ood_min_steps": 3, "ood_max_steps": 3}}}))
+        "operations": ["add", "sub"], "max_steps": 2, "ood_min_steps": 3, "ood_max_steps": 3,
+        "ood_start_min": 10, "ood_start_max": 59}}}))
     assert params.or_weight == 1.0 and isinstance(params.or_weight, float)
     assert params.prepare.arith.operations == ("add", "sub")
 

@@ -57,17 +57,22 @@ class ArithConfig:
                                                         "problem."})
     max_steps: int = field(default=3, metadata={"help": "Most operations in an in-domain "
                                                         "problem."})
-    ood_min_steps: int = field(default=4, metadata={"help": "Fewest operations in an "
+    ood_min_steps: int = field(default=2, metadata={"help": "Fewest operations in an "
                                                             "out-of-domain problem."})
-    ood_max_steps: int = field(default=4, metadata={"help": "Most operations in an "
+    ood_max_steps: int = field(default=3, metadata={"help": "Most operations in an "
                                                             "out-of-domain problem."})
     start_min: int = field(default=10, metadata={"help": "Smallest starting quantity."})
-    start_max: int = field(default=99, metadata={"help": "Largest starting quantity."})
+    start_max: int = field(default=59, metadata={"help": "Largest starting quantity."})
+    ood_start_min: int = field(default=60, metadata={
+        "help": "Smallest starting quantity out of domain (0 = start_min)."})
+    ood_start_max: int = field(default=99, metadata={
+        "help": "Largest starting quantity out of domain (0 = start_max). The out-of-domain "
+                "split must differ by its steps or by its start range (larger numbers)."})
     operand_min: int = field(default=2, metadata={"help": "Smallest operand of a step."})
     operand_max: int = field(default=9, metadata={"help": "Largest operand of a step."})
-    max_value: int = field(default=999, metadata={"help": "No intermediate value may exceed "
+    max_value: int = field(default=99, metadata={"help": "No intermediate value may exceed "
                                                           "this (none goes below 0)."})
-    operations: tuple[str, ...] = field(default=OPERATIONS, metadata={
+    operations: tuple[str, ...] = field(default=("add", "sub", "groups"), metadata={
         "help": "Operations drawn from: add (gains k), sub (loses k), mul (k times as many, "
                 "k in 2..4), groups (gains a groups of b: two solution lines)."})
 
@@ -81,15 +86,19 @@ class ArithConfig:
         _require(self.ood_min_steps >= 1, "ood_min_steps", "must be >= 1")
         _require(self.ood_max_steps >= self.ood_min_steps, "ood_max_steps",
                  "must be >= ood_min_steps")
-        _require(self.ood_max_steps < self.min_steps or self.ood_min_steps > self.max_steps,
-                 "ood_min_steps", "the out-of-domain step range must not overlap "
-                 "[min_steps, max_steps]: it is what makes the split out of domain")
         _require(self.start_min >= 1, "start_min", "must be >= 1")
         _require(self.start_max >= self.start_min, "start_max", "must be >= start_min")
+        ood_lo, ood_hi = self.start_range("ood")
+        _require(ood_hi >= ood_lo, "ood_start_max", "must be >= ood_start_min")
+        _require(self.ood_max_steps < self.min_steps or self.ood_min_steps > self.max_steps
+                 or ood_hi < self.start_min or ood_lo > self.start_max,
+                 "ood_min_steps", "the out-of-domain split needs a step range or a start range "
+                 "that does not overlap the in-domain one: it is what makes it out of domain")
         # Counts of 1 would read "1 apples"; every count stays plural.
         _require(self.operand_min >= 2, "operand_min", "must be >= 2")
         _require(self.operand_max >= self.operand_min, "operand_max", "must be >= operand_min")
-        _require(self.max_value >= self.start_max, "max_value", "must be >= start_max")
+        _require(self.max_value >= max(self.start_max, ood_hi), "max_value",
+                 "must be >= every starting quantity")
         _require(len(self.operations) > 0, "operations", "must not be empty")
         _require(set(self.operations) <= set(OPERATIONS), "operations",
                  f"unknown {sorted(set(self.operations) - set(OPERATIONS))}; "
@@ -107,6 +116,13 @@ class ArithConfig:
         if split == "ood":
             return self.ood_min_steps, self.ood_max_steps
         return self.min_steps, self.max_steps
+
+    def start_range(self, split: str) -> tuple[int, int]:
+        """Smallest and largest starting quantity of a problem in ``split``."""
+        _check_split(split)
+        if split == "ood":
+            return self.ood_start_min or self.start_min, self.ood_start_max or self.start_max
+        return self.start_min, self.start_max
 
     def count(self, split: str) -> int:
         _check_split(split)
@@ -183,12 +199,12 @@ def _operands(kind: str, value: int, cfg: ArithConfig) -> tuple[tuple[int, int],
     return tuple((k, each) for k in ks for each in ks if value + k * each <= cfg.max_value)
 
 
-def _draw(cfg: ArithConfig, rng: random.Random, n_ops: int) -> Computation | None:
+def _draw(cfg: ArithConfig, rng: random.Random, n_ops: int, split: str) -> Computation | None:
     """A random computation: a uniform operation among those possible, then uniform operands.
 
     None when the running quantity reaches a value no operation can continue from.
     """
-    start = value = rng.randint(cfg.start_min, cfg.start_max)
+    start = value = rng.randint(*cfg.start_range(split))
     ops = []
     for _ in range(n_ops):
         options = [(kind, pairs) for kind in cfg.operations
@@ -214,7 +230,8 @@ def problem_space(cfg: ArithConfig, split: str) -> int:
         return sum(continuations(Op(kind, k, each).apply(value), ops_left - 1)
                    for kind in cfg.operations for k, each in _operands(kind, value, cfg))
 
-    return sum(continuations(start, n) for start in range(cfg.start_min, cfg.start_max + 1)
+    first, last = cfg.start_range(split)
+    return sum(continuations(start, n) for start in range(first, last + 1)
                for n in range(lo, hi + 1))
 
 
@@ -282,7 +299,7 @@ def problems(cfg: ArithConfig, split: str) -> list[tuple[Computation, MathRecord
                 f"(test gets ~1/{TEST_BUCKETS} of the in-domain ones). Widen the ranges or "
                 f"ask for fewer problems.")
         draws += 1
-        computation = _draw(cfg, rng, rng.randint(lo, hi))
+        computation = _draw(cfg, rng, rng.randint(lo, hi), split)
         if computation is None or computation.key() in seen:
             continue
         if split != "ood" and in_test_bucket(computation) != (split == "test"):
