@@ -125,6 +125,15 @@ def _strip_gguf_quantizer(model: PreTrainedModel) -> None:
         del model.config.quantization_config
 
 
+def nf4_config():
+    """QLoRA's 4-bit NF4 weights with double quantization (bitsandbytes; loads on CPU too)."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+
+
 def base_location(base_dir: str | Path) -> str:
     """The directory or hub id holding the base weights named by ``models/base``."""
     base_dir = Path(base_dir)
@@ -146,11 +155,7 @@ def load_base_model(base_dir: str | Path, cfg: ModelConfig) -> PreTrainedModel:
     """The base weights, optionally 4-bit NF4 (QLoRA)."""
     kwargs: dict = {"dtype": _DTYPES[cfg.dtype]}
     if cfg.load_in_4bit:
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+        kwargs["quantization_config"] = nf4_config()
     location = base_location(base_dir)
     try:
         return AutoModelForCausalLM.from_pretrained(location, **kwargs)
@@ -158,13 +163,15 @@ def load_base_model(base_dir: str | Path, cfg: ModelConfig) -> PreTrainedModel:
         raise ConfigError(f"cannot load base model from {location}: {err}") from err
 
 
-def attach_lora(model: PreTrainedModel, params: LoraParams, quantized: bool) -> PreTrainedModel:
+def attach_lora(model: PreTrainedModel, params: LoraParams, quantized: bool,
+                task_type: str = "CAUSAL_LM") -> PreTrainedModel:
+    """Trainable LoRA adapters (TOKEN_CLS also trains and saves a new head in full)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if quantized:
         model = prepare_model_for_kbit_training(model)
     config = LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
-                        target_modules=list(params.target_modules), task_type="CAUSAL_LM")
+                        target_modules=list(params.target_modules), task_type=task_type)
     return get_peft_model(model, config)
 
 

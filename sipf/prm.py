@@ -29,8 +29,8 @@ from transformers import (AutoModelForTokenClassification, AutoTokenizer, PreTra
 
 from sipf.config import AGGREGATES, LoraParams, ModelConfig, PrmConfig
 from sipf.errors import ConfigError, DataError
-from sipf.models import (_DTYPES, PARENT_FILE, _strip_gguf_quantizer, base_location,
-                         resolve_source)
+from sipf.models import (_DTYPES, PARENT_FILE, _strip_gguf_quantizer, attach_lora,
+                         base_location, nf4_config, resolve_source)
 from sipf.storage import atomic_path
 
 INSTRUCTION = "\nPlease reason step by step.\n"
@@ -246,11 +246,7 @@ def _token_classifier(location: str, dtype: str, load_in_4bit: bool) -> PreTrain
         raise ConfigError("prm.backbone: 'scratch' is not a model; pass the policy's directory")
     kwargs: dict[str, Any] = {"num_labels": 2, "dtype": _DTYPES[dtype]}
     if load_in_4bit:
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+        kwargs["quantization_config"] = nf4_config()
     if source.gguf_file:
         kwargs["gguf_file"] = source.gguf_file
     try:
@@ -260,18 +256,6 @@ def _token_classifier(location: str, dtype: str, load_in_4bit: bool) -> PreTrain
     if source.gguf_file:
         _strip_gguf_quantizer(model)
     return model
-
-
-def _attach_lora(model: PreTrainedModel, params: LoraParams, quantized: bool) -> PreTrainedModel:
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    if quantized:
-        model = prepare_model_for_kbit_training(model)
-    # TOKEN_CLS puts the new head (`score` or `classifier`) in modules_to_save: it trains
-    # fully and is saved with the adapter.
-    config = LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
-                        target_modules=list(params.target_modules), task_type="TOKEN_CLS")
-    return get_peft_model(model, config)
 
 
 def load_prm(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -418,7 +402,7 @@ def train_prm(backbone_dir: str | Path, tokenizer: PreTrainedTokenizerBase,
     set_seed(cfg.seed)  # the new head is initialised here, before the Trainer seeds anything
     model = _token_classifier(str(backbone_dir), model_cfg.dtype, quantized)
     if cfg.lora:
-        model = _attach_lora(model, model_cfg.lora_params, quantized)
+        model = attach_lora(model, model_cfg.lora_params, quantized, task_type="TOKEN_CLS")
     live = None
     if live_dir is not None:
         from dvclive import Live
