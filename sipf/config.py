@@ -121,7 +121,7 @@ class ModelConfig:
 # ----------------------------------------------------------------------------- sft
 @dataclass(frozen=True)
 class SftConfig:
-    epochs: float = _help("Passes over the gold training set.", 3.0)
+    epochs: float = _help("Passes over the gold training set.", 4.0)
     max_steps: int = _help("Stop after this many optimizer steps (0 = use epochs).", 0)
     learning_rate: float = _help("Peak learning rate (cosine schedule).", 3e-3)
     warmup_ratio: float = _help("Fraction of steps spent warming up.", 0.03)
@@ -167,7 +167,7 @@ class PrmConfig:
     label: str = _help("Training targets: 'hard' (step label rounded at 0.5) or 'soft' (the "
                        "simulated success fraction itself).", "hard")
     epochs: int = _help("Passes over the training questions; the best epoch on the held-out "
-                        "questions is kept.", 3)
+                        "questions is kept.", 4)
     learning_rate: float = _help("Peak learning rate (linear decay).", 1e-3)
     batch_size: int = _help("Paths per optimizer step.", 16)
     max_length: int = _help("Truncate inputs to this many tokens; steps cut off get no label.",

@@ -175,8 +175,12 @@ def attach_lora(model: PreTrainedModel, params: LoraParams, quantized: bool,
     return get_peft_model(model, config)
 
 
-def load_policy(model_dir: str | Path, base_dir: str | Path, cfg: ModelConfig) -> PreTrainedModel:
-    """A trained policy: a full checkpoint, or a LoRA adapter on the base model."""
+def load_policy(model_dir: str | Path, base_dir: str | Path, cfg: ModelConfig,
+                merged: bool = False) -> PreTrainedModel:
+    """A trained policy: a full checkpoint, or a LoRA adapter on the base model.
+
+    ``merged`` folds an adapter into the weights: faster generation, no longer trainable.
+    """
     model_dir = Path(model_dir)
     if (model_dir / "adapter_config.json").is_file():
         from peft import PeftModel
@@ -189,7 +193,8 @@ def load_policy(model_dir: str | Path, base_dir: str | Path, cfg: ModelConfig) -
         model = load_policy(parent, base_dir, cfg)
         if isinstance(model, PeftModel):
             model = model.merge_and_unload()
-        return PeftModel.from_pretrained(model, model_dir)
+        model = PeftModel.from_pretrained(model, model_dir)
+        return model.merge_and_unload() if merged else model
     if model_dir.resolve() == Path(base_dir).resolve():
         return load_base_model(base_dir, cfg)
     if not (model_dir / "config.json").is_file():

@@ -31,7 +31,7 @@ def main(params_path: str, model_dir: str, name: str, base_dir: str) -> None:
     """Write metrics/eval/<name>.json and data/predictions/<name>.parquet."""
     params = load_params(params_path)
     cfg = params.evaluate
-    generator = HFGenerator(load_policy(model_dir, base_dir, params.model),
+    generator = HFGenerator(load_policy(model_dir, base_dir, params.model, merged=True),
                             load_tokenizer(base_dir), batch_size=cfg.batch_size)
     sampling = SamplingParams(max_new_tokens=cfg.max_new_tokens,
                               stop=stop_strings(params.prepare.prompt_style))

@@ -27,7 +27,7 @@ def main(params_path: str, k: int, policy: str) -> None:
     records, prompts = read_split("train")
     if cfg.question_limit:
         records, prompts = records[:cfg.question_limit], prompts[:cfg.question_limit]
-    generator = HFGenerator(load_policy(policy, BASE, params.model), load_tokenizer(BASE),
+    generator = HFGenerator(load_policy(policy, BASE, params.model, merged=True), load_tokenizer(BASE),
                             batch_size=cfg.batch_size)
     rows, report = sample_paths(generator, records, prompts, cfg, k, generator_name=policy,
                                 stop=stop_strings(params.prepare.prompt_style))

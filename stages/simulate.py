@@ -26,7 +26,7 @@ def main(params_path: str, k: int, policy: str) -> None:
     cfg = params.simulate
     seed_everything(cfg.seed + k)
     if cfg.simulator == "self":
-        model, tokenizer = load_policy(policy, BASE, params.model), load_tokenizer(BASE)
+        model, tokenizer = load_policy(policy, BASE, params.model, merged=True), load_tokenizer(BASE)
     else:
         model, tokenizer = load_simulator(cfg.simulator, params.model)
     paths = select_paths(read_parquet(data_dir(k) / "samples.parquet",
