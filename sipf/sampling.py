@@ -47,6 +47,10 @@ class SampleConfig:
         "help": "Wall-clock budget per question (0 = none): a question stops being sampled "
                 "once its share of generation time exceeds this. The paper uses 30 s on GPU. "
                 "Makes the output depend on the machine's speed."})
+    drop_false_annotations: bool = field(default=True, metadata={
+        "help": "Drop paths with a <<expr=value>> annotation that does not hold (the paper's "
+                "rule: a calculator would have caught it). False keeps arithmetic slips as "
+                "wrong paths, the main error of a small from-scratch model."})
     batch_size: int = field(default=64, metadata={
         "help": "Sequences the generator decodes together."})
     question_limit: int = field(default=300, metadata={
@@ -198,7 +202,8 @@ def sample_paths(generator: Generator, records: Sequence[MathRecord], prompts: S
             stats.attempts += len(completions)
             stats.seconds += elapsed * (n_tokens / total if total else 1 / len(active))
             for completion in completions:
-                _consider(completion.text, records[i], stats, kept[i], seen[i], report)
+                _consider(completion.text, records[i], stats, kept[i], seen[i], report,
+                          cfg.drop_false_annotations)
 
     rows = []
     for record, paths in zip(records, kept):
@@ -210,10 +215,11 @@ def sample_paths(generator: Generator, records: Sequence[MathRecord], prompts: S
 
 
 def _consider(text: str, record: MathRecord, stats: QuestionStats, kept: list[_Path],
-              seen: set[tuple[str, ...]], report: SamplingReport) -> None:
+              seen: set[tuple[str, ...]], report: SamplingReport,
+              drop_false_annotations: bool) -> None:
     """Keep one sample if it is valid, new, and its outcome's quota is not yet full."""
     steps = split_steps(text)
-    if not steps or not annotations_hold(steps):
+    if not steps or (drop_false_annotations and not annotations_hold(steps)):
         stats.invalid += 1
         return
     key = equation_key(steps)

@@ -24,9 +24,7 @@ def main(params_path: str, k: int, policy: str) -> None:
     params = load_params(params_path)
     cfg = params.sample
     seed_everything(cfg.seed + k)
-    records, prompts = read_split("train")
-    if cfg.question_limit:
-        records, prompts = records[:cfg.question_limit], prompts[:cfg.question_limit]
+    records, prompts = read_split("train")  # sample_paths applies sample.question_limit
     generator = HFGenerator(load_policy(policy, BASE, params.model, merged=True), load_tokenizer(BASE),
                             batch_size=cfg.batch_size)
     rows, report = sample_paths(generator, records, prompts, cfg, k, generator_name=policy,
@@ -34,4 +32,4 @@ def main(params_path: str, k: int, policy: str) -> None:
     summary = report.summary()
     write_parquet(rows, data_dir(k) / "samples.parquet")
     write_json(summary, metrics_dir(k) / "sample.json")
-    click.echo(f"sample@it{k}: {len(rows)} paths for {len(records)} questions {summary}")
+    click.echo(f"sample@it{k}: {len(rows)} paths {summary}")

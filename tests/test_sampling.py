@@ -184,3 +184,19 @@ def test_smoke_with_a_real_tiny_model():
         assert set(row) == {"question_id", "path_id", "text", "steps", "answer", "outcome",
                             "iteration", "generator"}
         assert row["steps"]
+
+
+def test_false_annotations_can_be_kept_as_wrong_paths():
+    from sipf.sampling import SampleConfig, _consider, SamplingReport, QuestionStats
+    from sipf.tasks.base import MathRecord
+
+    record = MathRecord("q", "Mia has 5 pens. She gets 3 more pens. How many?", "8",
+                        "Mia has 5+3=<<5+3=8>>8 pens.\nThe answer is 8")
+    slip = "Mia has 5+3=<<5+3=9>>9 pens.\nThe answer is 9"
+    for drop, kept_count in ((True, 0), (False, 1)):
+        report = SamplingReport(4, 4, [QuestionStats("q")])
+        kept: list = []
+        _consider(slip, record, report.questions[0], kept, set(), report, drop)
+        assert len(kept) == kept_count
+        assert report.questions[0].invalid == (1 if drop else 0)
+    assert SampleConfig().drop_false_annotations is True  # the paper's rule by default
