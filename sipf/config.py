@@ -121,7 +121,7 @@ class ModelConfig:
 # ----------------------------------------------------------------------------- sft
 @dataclass(frozen=True)
 class SftConfig:
-    epochs: float = _help("Passes over the gold training set.", 4.0)
+    epochs: float = _help("Passes over the gold training set.", 5.0)
     max_steps: int = _help("Stop after this many optimizer steps (0 = use epochs).", 0)
     learning_rate: float = _help("Peak learning rate (cosine schedule).", 3e-3)
     warmup_ratio: float = _help("Fraction of steps spent warming up.", 0.03)

@@ -47,10 +47,11 @@ class SampleConfig:
         "help": "Wall-clock budget per question (0 = none): a question stops being sampled "
                 "once its share of generation time exceeds this. The paper uses 30 s on GPU. "
                 "Makes the output depend on the machine's speed."})
-    drop_false_annotations: bool = field(default=True, metadata={
+    drop_false_annotations: bool = field(default=False, metadata={
         "help": "Drop paths with a <<expr=value>> annotation that does not hold (the paper's "
-                "rule: a calculator would have caught it). False keeps arithmetic slips as "
-                "wrong paths, the main error of a small from-scratch model."})
+                "rule, on in the GSM8K presets: a calculator would have caught it). Off by "
+                "default: arithmetic slips are the main error of the small from-scratch "
+                "model, and they make its wrong paths."})
     batch_size: int = field(default=64, metadata={
         "help": "Sequences the generator decodes together."})
     question_limit: int = field(default=300, metadata={

@@ -94,7 +94,8 @@ def test_quotas_end_sampling_and_paths_keep_generation_order():
 
 
 def test_duplicates_false_annotations_and_stepless_paths_are_dropped():
-    cfg = SampleConfig(n_correct=3, n_wrong=3, per_round=3, max_rounds=2)
+    cfg = SampleConfig(n_correct=3, n_wrong=3, per_round=3, max_rounds=2,
+                       drop_false_annotations=True)
     script = [CORRECT_1, CORRECT_1_REWORDED, FALSE_ANNOTATION, NO_STEPS, CORRECT_1, WRONG_1]
     rows, report, _ = _sample({PROMPT: script}, cfg)
     assert [r["text"] for r in rows] == [CORRECT_1, WRONG_1]
@@ -199,4 +200,4 @@ def test_false_annotations_can_be_kept_as_wrong_paths():
         _consider(slip, record, report.questions[0], kept, set(), report, drop)
         assert len(kept) == kept_count
         assert report.questions[0].invalid == (1 if drop else 0)
-    assert SampleConfig().drop_false_annotations is True  # the paper's rule by default
+    assert SampleConfig().drop_false_annotations is False
