@@ -10,17 +10,12 @@ from sipf.alignment import starting_adapter, train_orpo
 from sipf.config import load_params
 from sipf.models import load_policy, load_tokenizer, save_policy
 from sipf.storage import atomic_path, read_parquet
-from stages.common import (BASE, clear_errors, data_dir, iteration_option, metrics_dir,
-                           model_dir, params_option, policy_option, seed_everything)
+from stages.common import BASE, data_dir, loop_stage, metrics_dir, model_dir, seed_everything
 
 M0 = "models/sft"
 
 
-@click.command("align")
-@params_option
-@iteration_option
-@policy_option
-@clear_errors
+@loop_stage("align")
 def main(params_path: str, k: int, policy: str) -> None:
     """Write models/it<k>/policy (a LoRA adapter) and dvclive curves in metrics/it<k>/align."""
     params = load_params(params_path)

@@ -74,3 +74,15 @@ def model_dir(k: int) -> Path:
 def train_records_by_id() -> tuple[dict[str, MathRecord], dict[str, str]]:
     records, prompts = read_split("train")
     return {r.id: r for r in records}, {r.id: p for r, p in zip(records, prompts)}
+
+
+def loop_stage(name: str, needs_policy: bool = True) -> Callable[[Callable[..., Any]], Any]:
+    """The click command of a loop stage: --params, --iteration (and --policy), clear errors."""
+
+    def decorate(command: Callable[..., Any]) -> Any:
+        command = clear_errors(command)
+        if needs_policy:
+            command = policy_option(command)
+        return click.command(name)(params_option(iteration_option(command)))
+
+    return decorate

@@ -7,14 +7,10 @@ import click
 from sipf.config import load_params
 from sipf.preferences import build_pairs
 from sipf.storage import read_parquet, write_json, write_parquet
-from stages.common import (clear_errors, data_dir, iteration_option, metrics_dir, params_option,
-                           train_records_by_id)
+from stages.common import data_dir, loop_stage, metrics_dir, train_records_by_id
 
 
-@click.command("prefs")
-@params_option
-@iteration_option
-@clear_errors
+@loop_stage("prefs", needs_policy=False)
 def main(params_path: str, k: int) -> None:
     """Write data/it<k>/prefs.parquet and metrics/it<k>/prefs.json."""
     params = load_params(params_path)

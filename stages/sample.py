@@ -10,15 +10,10 @@ from sipf.models import load_policy, load_tokenizer
 from sipf.sampling import sample_paths
 from sipf.storage import write_json, write_parquet
 from sipf.tasks.prompts import stop_strings
-from stages.common import (BASE, clear_errors, data_dir, iteration_option, metrics_dir,
-                           params_option, policy_option, read_split, seed_everything)
+from stages.common import BASE, data_dir, loop_stage, metrics_dir, read_split, seed_everything
 
 
-@click.command("sample")
-@params_option
-@iteration_option
-@policy_option
-@clear_errors
+@loop_stage("sample")
 def main(params_path: str, k: int, policy: str) -> None:
     """Write data/it<k>/samples.parquet and metrics/it<k>/sample.json."""
     params = load_params(params_path)

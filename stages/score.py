@@ -8,14 +8,10 @@ from sipf.config import load_params
 from sipf.prm import aggregate, load_prm, score_steps, step_accuracy
 from sipf.storage import read_parquet, write_json, write_parquet
 from sipf.tasks import arith
-from stages.common import (clear_errors, data_dir, iteration_option, metrics_dir, model_dir,
-                           params_option, train_records_by_id)
+from stages.common import data_dir, loop_stage, metrics_dir, model_dir, train_records_by_id
 
 
-@click.command("score")
-@params_option
-@iteration_option
-@clear_errors
+@loop_stage("score", needs_policy=False)
 def main(params_path: str, k: int) -> None:
     """Write data/it<k>/scores.parquet and metrics/it<k>/score.json."""
     params = load_params(params_path)

@@ -11,15 +11,11 @@ from sipf.simulation import label_agreement, select_paths, simulate
 from sipf.storage import read_parquet, write_json, write_parquet
 from sipf.tasks import arith
 from sipf.tasks.prompts import stop_strings
-from stages.common import (BASE, clear_errors, data_dir, iteration_option, metrics_dir,
-                           params_option, policy_option, seed_everything, train_records_by_id)
+from stages.common import (BASE, data_dir, loop_stage, metrics_dir, seed_everything,
+                           train_records_by_id)
 
 
-@click.command("simulate")
-@params_option
-@iteration_option
-@policy_option
-@clear_errors
+@loop_stage("simulate")
 def main(params_path: str, k: int, policy: str) -> None:
     """Write data/it<k>/{rollouts,step_labels}.parquet and metrics/it<k>/simulate.json."""
     params = load_params(params_path)

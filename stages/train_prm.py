@@ -10,8 +10,7 @@ from sipf.config import load_params
 from sipf.models import load_tokenizer
 from sipf.prm import build_examples, train_prm
 from sipf.storage import read_parquet, write_json
-from stages.common import (BASE, clear_errors, data_dir, iteration_option, metrics_dir,
-                           model_dir, params_option, policy_option, seed_everything,
+from stages.common import (BASE, data_dir, loop_stage, metrics_dir, model_dir, seed_everything,
                            train_records_by_id)
 
 
@@ -34,11 +33,7 @@ def labelled_paths(k: int, label: str) -> list[dict]:
     return paths
 
 
-@click.command("train_prm")
-@params_option
-@iteration_option
-@policy_option
-@clear_errors
+@loop_stage("train_prm")
 def main(params_path: str, k: int, policy: str) -> None:
     """Write models/it<k>/prm and metrics/it<k>/prm.json.
 
