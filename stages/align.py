@@ -17,7 +17,7 @@ M0 = "models/sft"
 
 @loop_stage("align")
 def main(params_path: str, k: int, policy: str) -> None:
-    """Write models/it<k>/policy (a LoRA adapter) and dvclive curves in metrics/it<k>/align."""
+    """ORPO into a LoRA adapter (M_k) -> models/it<k>/policy."""
     params = load_params(params_path)
     cfg = params.align
     seed_everything(cfg.seed + k)

@@ -12,7 +12,7 @@ from stages.common import data_dir, loop_stage, metrics_dir, train_records_by_id
 
 @loop_stage("prefs", needs_policy=False)
 def main(params_path: str, k: int) -> None:
-    """Write data/it<k>/prefs.parquet and metrics/it<k>/prefs.json."""
+    """Preference pairs by reward gap -> data/it<k>/prefs.parquet."""
     params = load_params(params_path)
     scored = read_parquet(data_dir(k) / "scores.parquet",
                           required=("question_id", "path_id", "text", "reward", "outcome"))

@@ -15,7 +15,7 @@ from stages.common import BASE, data_dir, loop_stage, metrics_dir, read_split, s
 
 @loop_stage("sample")
 def main(params_path: str, k: int, policy: str) -> None:
-    """Write data/it<k>/samples.parquet and metrics/it<k>/sample.json."""
+    """M_{k-1} samples reasoning paths -> data/it<k>/samples.parquet."""
     params = load_params(params_path)
     cfg = params.sample
     seed_everything(cfg.seed + k)

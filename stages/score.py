@@ -13,7 +13,7 @@ from stages.common import data_dir, loop_stage, metrics_dir, model_dir, train_re
 
 @loop_stage("score", needs_policy=False)
 def main(params_path: str, k: int) -> None:
-    """Write data/it<k>/scores.parquet and metrics/it<k>/score.json."""
+    """PRM step scores and path rewards -> data/it<k>/scores.parquet."""
     params = load_params(params_path)
     cfg = params.prm
     paths = read_parquet(data_dir(k) / "samples.parquet",

@@ -17,7 +17,7 @@ from stages.common import (BASE, data_dir, loop_stage, metrics_dir, seed_everyth
 
 @loop_stage("simulate")
 def main(params_path: str, k: int, policy: str) -> None:
-    """Write data/it<k>/{rollouts,step_labels}.parquet and metrics/it<k>/simulate.json."""
+    """Monte-Carlo step labels -> data/it<k>/{rollouts,step_labels}.parquet."""
     params = load_params(params_path)
     cfg = params.simulate
     seed_everything(cfg.seed + k)

@@ -35,7 +35,7 @@ def labelled_paths(k: int, label: str) -> list[dict]:
 
 @loop_stage("train_prm")
 def main(params_path: str, k: int, policy: str) -> None:
-    """Write models/it<k>/prm and metrics/it<k>/prm.json.
+    """Train the process reward model -> models/it<k>/prm.
 
     Offline mode (the authors'): every iteration trains on iteration 1's labels from M0,
     which on a fixed seed reproduces iteration 1's PRM.
