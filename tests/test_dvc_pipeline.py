@@ -1,5 +1,5 @@
-"""`dvc repro` builds the pipeline, a second run does nothing, and a param change re-runs
-only what depends on it."""
+"""`dvc repro` builds the pipeline, a second run does nothing, a param change re-runs only
+what depends on it, and `dvc push` / `dvc pull` carry the outputs to another clone."""
 
 import os
 import shutil
@@ -62,3 +62,15 @@ def test_repro_twice_then_a_param_change(project):
                                                         "max_new_tokens: 20"))
     third = sh("dvc", "repro", *FOUNDATION, cwd=project)
     assert sorted(ran(third)) == ["evaluate@base", "evaluate@sft"]
+
+    # Sharing through the remote: push here, pull into a fresh clone, same bytes come back.
+    store, other = project.parent / "store", project.parent / "other"
+    sh("dvc", "remote", "add", "-d", "store", str(store), cwd=project)
+    sh("dvc", "push", "--with-deps", *FOUNDATION, cwd=project)
+    sh("git", "add", "-A", cwd=project)
+    sh("git", "-c", "user.name=sipf", "-c", "user.email=sipf@localhost", "commit", "-qm", "run",
+       cwd=project)
+    sh("git", "clone", "-q", str(project), str(other), cwd=project.parent)
+    sh("dvc", "pull", "--with-deps", *FOUNDATION, cwd=other)
+    for output in ("models/sft/model.safetensors", "data/prepared/train.parquet"):
+        assert (other / output).read_bytes() == (project / output).read_bytes()
