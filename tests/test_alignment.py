@@ -107,3 +107,13 @@ def test_bad_inputs_are_named(tmp_path):
         AlignConfig(init="base")
     with pytest.raises(ConfigError, match="align.lora_dropout"):
         AlignConfig(lora_dropout=1.0)
+
+
+def test_nll_term_covers_the_chosen_response_only(tmp_path):
+    """The ORPO NLL is -mean log p(response | prompt): prompt tokens carry no loss."""
+    model, tokenizer = tiny_model([p["prompt"] + p["chosen"] for p in PAIRS])
+    trainer = build_trainer(model, tokenizer, PAIRS, 0.1, FAST, tmp_path)
+    batch = next(iter(trainer.get_train_dataloader()))
+    chosen_logps, _, _, _, nll = trainer.concatenated_forward(trainer.model, batch)[:5]
+    assert nll.item() == pytest.approx(-chosen_logps.mean().item())
+    assert nll.item() < 10  # per-token scale, not a sum
