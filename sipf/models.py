@@ -103,17 +103,25 @@ def materialize_base(cfg: ModelConfig, train_texts: list[str], out_dir: Path, se
         tokenizer = build_char_tokenizer(train_texts)
         model = build_scratch_model(cfg.scratch, tokenizer, seed)
     elif source.kind == "gguf":
-        tokenizer = AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(source.location, gguf_file=source.gguf_file,
-                                                     dtype=_DTYPES[cfg.dtype])
-        _strip_gguf_quantizer(model)
+        model, tokenizer = _load_source(source, cfg.dtype)
     else:
         (out_dir / SOURCE_FILE).write_text(json.dumps({"location": source.location}) + "\n")
         return
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+
+
+def _load_source(source: ModelSource, dtype: str
+                 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model and tokenizer from a hub id, a directory or a GGUF file (dequantized, plain)."""
+    kwargs: dict = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source.location, dtype=_DTYPES[dtype], **kwargs)
+    if source.gguf_file:
+        _strip_gguf_quantizer(model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
 
 
 def _strip_gguf_quantizer(model: PreTrainedModel) -> None:
@@ -219,15 +227,7 @@ def load_simulator(spec: str, cfg: ModelConfig) -> tuple[PreTrainedModel, PreTra
     local = spec.startswith((".", "/", "~")) or Path(spec).exists()
     if source.kind == "pretrained" and local and not Path(spec).is_dir():
         raise ConfigError(f"simulate.simulator: {spec} does not exist")
-    kwargs: dict = {"gguf_file": source.gguf_file} if source.gguf_file else {}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source.location, dtype=_DTYPES[cfg.dtype],
-                                                     **kwargs)
+        return _load_source(source, cfg.dtype)
     except OSError as err:
         raise ConfigError(f"simulate.simulator: cannot load {spec}: {err}") from err
-    if source.gguf_file:
-        _strip_gguf_quantizer(model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer

@@ -10,9 +10,8 @@ from sipf.alignment import starting_adapter, train_orpo
 from sipf.config import load_params
 from sipf.models import load_policy, load_tokenizer, save_policy
 from sipf.storage import atomic_path, read_parquet
-from stages.common import BASE, data_dir, loop_stage, metrics_dir, model_dir, seed_everything
-
-M0 = "models/sft"
+from stages.common import (BASE, M0, data_dir, loop_stage, metrics_dir, model_dir,
+                           seed_everything)
 
 
 @loop_stage("align")

@@ -53,6 +53,7 @@ def read_split(split: str, prepared: Path = PREPARED) -> tuple[list[MathRecord],
 
 
 BASE = "models/base"
+M0 = "models/sft"  # the SFT policy: what iteration 1 samples with and ORPO adapters sit on
 iteration_option = click.option("--iteration", "k", type=click.IntRange(min=1), required=True,
                                 help="Iteration k of the loop.")
 policy_option = click.option("--policy", type=click.Path(file_okay=False), required=True,

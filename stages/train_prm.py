@@ -10,8 +10,8 @@ from sipf.config import load_params
 from sipf.models import load_tokenizer
 from sipf.prm import build_examples, train_prm
 from sipf.storage import read_parquet, write_json
-from stages.common import (BASE, data_dir, loop_stage, metrics_dir, model_dir, seed_everything,
-                           train_records_by_id)
+from stages.common import (BASE, M0, data_dir, loop_stage, metrics_dir, model_dir,
+                           seed_everything, train_records_by_id)
 
 
 def labelled_paths(k: int, label: str) -> list[dict]:
@@ -43,7 +43,7 @@ def main(params_path: str, k: int, policy: str) -> None:
     params = load_params(params_path)
     cfg = params.prm
     seed_everything(cfg.seed)
-    source_k, backbone = (1, "models/sft") if cfg.mode == "offline" else (k, policy)
+    source_k, backbone = (1, M0) if cfg.mode == "offline" else (k, policy)
     if cfg.backbone != "policy":
         backbone = cfg.backbone
     paths = labelled_paths(source_k, cfg.label)
