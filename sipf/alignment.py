@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
     from trl.experimental.orpo import ORPOTrainer
 
+    from sipf.config import SftConfig
+
 ADAPTER_CONFIG = "adapter_config.json"
 
 
@@ -118,7 +120,7 @@ def _drop_added_bos(row: dict, tokenizer: PreTrainedTokenizerBase) -> dict:
     return {key: values[1:] for key, values in row.items() if key.endswith(_TOKEN_FIELDS)}
 
 
-def _with_adapter(model: PreTrainedModel, cfg: AlignConfig,
+def with_adapter(model: PreTrainedModel, cfg: AlignConfig,
                   adapter_dir: Path | None) -> PeftModel:
     """``model`` wrapped in a trainable LoRA adapter: loaded from ``adapter_dir``, or fresh."""
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
@@ -139,6 +141,19 @@ def _with_adapter(model: PreTrainedModel, cfg: AlignConfig,
     config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                         target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
     return get_peft_model(model, config)
+
+
+def control_config(cfg: AlignConfig) -> SftConfig:
+    """The SFT settings of the gold-data control (stage `control`): ORPO's budget and
+    learning rate, so the control takes exactly as many steps of the same size (with
+    SFT's cosine decay where ORPO decays linearly)."""
+    from sipf.config import SftConfig
+
+    return SftConfig(epochs=cfg.epochs, max_steps=cfg.max_steps,
+                     learning_rate=cfg.learning_rate, warmup_ratio=cfg.warmup_ratio,
+                     batch_size=cfg.batch_size, max_length=cfg.max_length,
+                     logging_steps=cfg.logging_steps,
+                     gradient_checkpointing=cfg.gradient_checkpointing, seed=cfg.seed)
 
 
 def _pair_dataset(pairs: Sequence[dict]) -> Dataset:
@@ -194,7 +209,7 @@ def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
         bf16=on_gpu and torch.cuda.is_bf16_supported(), use_cpu=not on_gpu,
         disable_tqdm=True, dataloader_num_workers=0)
     dataset = _pair_dataset(pairs)
-    model = _with_adapter(model, cfg, adapter_dir)
+    model = with_adapter(model, cfg, adapter_dir)
     if cfg.gradient_checkpointing:
         model.enable_input_require_grads()  # frozen embeddings would cut the gradient path
     trainer = _response_nll(ORPOTrainer)(model=model, args=args, train_dataset=dataset,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from stages import (align, base, evaluate, prefs, prepare, preset, query, sample, score, sft,
+from stages import (align, base, control, evaluate, prefs, prepare, preset, query, sample, score, sft,
                     simulate, train_prm)
 
 
@@ -15,5 +15,5 @@ def main() -> None:
 
 
 for stage in (prepare, base, sft, evaluate, sample, simulate, train_prm, score, prefs, align,
-              query, preset):
+              control, query, preset):
     main.add_command(stage.main)

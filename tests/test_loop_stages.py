@@ -59,7 +59,8 @@ def iteration(tmp_path_factory):
             ("score", ["score", "--iteration", "1"]),
             ("prefs", ["prefs", "--iteration", "1"]),
             ("align", ["align", "--iteration", "1", "--policy", "models/sft"]),
-            ("evaluate", ["evaluate", "--model", "models/it1/policy", "--name", "it1"])]}
+            ("evaluate", ["evaluate", "--model", "models/it1/policy", "--name", "it1"]),
+            ("control", ["control", "--iteration", "1"])]}
     return root, results
 
 
@@ -105,6 +106,17 @@ def test_align_writes_a_loadable_adapter_and_logs_log_probabilities(iteration):
     logged = (root / "metrics/it1/align/plots/metrics/logps").iterdir()
     assert {p.name for p in logged} >= {"chosen.tsv", "rejected.tsv"}
     assert json.loads((root / "metrics/eval/it1.json").read_text())["test"]["total"] == 6
+
+
+def test_control_trains_the_same_budget_on_gold_solutions(iteration):
+    root, _ = iteration
+    pairs = pq.read_table(root / "data/it1/prefs.parquet").to_pylist()
+    control = json.loads((root / "metrics/it1/control.json").read_text())
+    assert control == {"examples": len(pairs),
+                       "questions": len({p["question_id"] for p in pairs})}
+    adapter = root / "models/it1/control"
+    assert (adapter / "adapter_config.json").is_file()
+    assert json.loads((adapter / "parent.json").read_text()) == {"parent": "models/sft"}
 
 
 def test_empty_preference_set_fails_clearly_and_writes_nothing(iteration, monkeypatch):
