@@ -121,7 +121,7 @@ class ModelConfig:
 # ----------------------------------------------------------------------------- sft
 @dataclass(frozen=True)
 class SftConfig:
-    epochs: float = _help("Passes over the gold training set.", 5.0)
+    epochs: float = _help("Passes over the gold training set.", 6.0)
     max_steps: int = _help("Stop after this many optimizer steps (0 = use epochs).", 0)
     learning_rate: float = _help("Peak learning rate (cosine schedule).", 3e-3)
     warmup_ratio: float = _help("Fraction of steps spent warming up.", 0.03)
@@ -133,10 +133,17 @@ class SftConfig:
                                   "slower learning on the arith default (measured).", False)
     gradient_checkpointing: bool = _help("Recompute activations in the backward pass: saves "
                                          "memory on big models, costs ~30% time.", False)
+    accuracy_every: float = _help("Every this many epochs, log greedy accuracy on the first "
+                                  "`accuracy_limit` questions of each test split (the curve "
+                                  "that shows whether SFT has plateaued; 0 = off).", 1.0)
+    accuracy_limit: int = _help("Questions per split in each accuracy probe.", 100)
     seed: int = _help("Seed of initialisation, shuffling and dropout.", 0)
 
     def __post_init__(self) -> None:
         _at_least("sft.batch_size", self.batch_size, 1)
+        _at_least("sft.accuracy_limit", self.accuracy_limit, 1)
+        if self.accuracy_every < 0:
+            raise ConfigError("sft.accuracy_every: must be >= 0")
         _at_least("sft.max_length", self.max_length, 8)
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("sft: set sft.epochs > 0 or sft.max_steps > 0")

@@ -5,24 +5,77 @@ The loss covers the completion only (the gold solution plus EOS), never the prom
 
 from __future__ import annotations
 
+import math
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from datasets import Dataset
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
 from sipf.config import SftConfig
+from sipf.evaluation import evaluate_split
+from sipf.generation import HFGenerator, SamplingParams
+from sipf.tasks.base import MathRecord
+
+Probe = tuple[Sequence[MathRecord], Sequence[str]]  # records and their prompts
+
+
+class AccuracyCurve(TrainerCallback):
+    """Greedy accuracy on held-out splits every few steps: the curve that says whether
+    SFT has reached its plateau (a loss curve cannot: accuracy jumps late here)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, probes: Mapping[str, Probe],
+                 every_steps: int, sampling: SamplingParams, batch_size: int = 64,
+                 live: Any = None) -> None:
+        self.tokenizer, self.probes, self.every_steps = tokenizer, probes, every_steps
+        self.sampling, self.batch_size, self.live = sampling, batch_size, live
+        self.curve: list[dict] = []
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, ANN201
+        if state.global_step % self.every_steps and state.global_step != state.max_steps:
+            return
+        padding_side = self.tokenizer.padding_side  # the generator pads left; training right
+        point: dict = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 3)}
+        generator = HFGenerator(model, self.tokenizer, batch_size=self.batch_size)
+        for split, (records, prompts) in self.probes.items():
+            result, _ = evaluate_split(generator, records, prompts, split, self.sampling)
+            point[split] = result.accuracy
+            if self.live is not None:
+                self.live.log_metric(f"accuracy/{split}", result.accuracy)
+        self.tokenizer.padding_side = padding_side
+        model.train()
+        self.curve.append(point)
+
+
+def accuracy_curve(tokenizer: PreTrainedTokenizerBase, probes: Mapping[str, Probe],
+                   examples: int, cfg: SftConfig, sampling: SamplingParams,
+                   batch_size: int = 64) -> AccuracyCurve | None:
+    """The probe ``cfg.accuracy_every`` asks for over ``examples`` training examples (None
+    when it is off), on the first ``cfg.accuracy_limit`` questions of each probe split."""
+    if cfg.accuracy_every <= 0 or not probes:
+        return None
+    every = max(1, round(cfg.accuracy_every * math.ceil(examples / cfg.batch_size)))
+    limited = {split: (records[:cfg.accuracy_limit], prompts[:cfg.accuracy_limit])
+               for split, (records, prompts) in probes.items()}
+    return AccuracyCurve(tokenizer, limited, every, sampling, batch_size)
 
 
 def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
               prompts: list[str], completions: list[str], cfg: SftConfig,
-              live_dir: Path | None = None) -> PreTrainedModel:
-    """Fine-tune ``model`` on (prompt, completion) pairs; TRL appends EOS to each completion."""
+              live_dir: Path | None = None,
+              curve: AccuracyCurve | None = None) -> PreTrainedModel:
+    """Fine-tune ``model`` on (prompt, completion) pairs; TRL appends EOS to each completion.
+
+    ``curve`` (see :func:`accuracy_curve`) records greedy accuracy during training, also
+    logged through dvclive as ``accuracy/<split>``.
+    """
     from trl import SFTConfig, SFTTrainer
 
     dataset = Dataset.from_dict({"prompt": prompts, "completion": completions})
-    callbacks = []
+    callbacks: list[TrainerCallback] = []
     live = None
     if live_dir is not None:
         from dvclive import Live
@@ -31,6 +84,10 @@ def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
         # Stage outputs are versioned by dvc.yaml itself: no dvc.yaml edits, no experiments.
         live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False)
         callbacks.append(DVCLiveCallback(live=live))
+    if curve is not None:
+        curve.live = live
+        # Before dvclive's callback, so a probe on a logging step is written with that step.
+        callbacks.insert(0, curve)
     on_gpu = torch.cuda.is_available()
     with tempfile.TemporaryDirectory(prefix="sipf-sft-") as scratch:
         args = SFTConfig(

@@ -17,6 +17,7 @@ from sipf.tasks.base import MathRecord
 params_option = click.option("--params", "params_path", default="params.yaml", show_default=True,
                              type=click.Path(dir_okay=False), help="The params file to read.")
 PREPARED = Path("data/prepared")
+TEST_SPLITS = ("test", "ood")  # in-domain and out-of-domain; evaluated after every model
 RECORD_COLUMNS = ("id", "question", "answer", "solution", "prompt")
 
 

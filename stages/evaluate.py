@@ -14,9 +14,7 @@ from sipf.generation import HFGenerator, SamplingParams
 from sipf.models import load_policy, load_tokenizer
 from sipf.storage import write_json, write_parquet
 from sipf.tasks.prompts import stop_strings
-from stages.common import PREPARED, clear_errors, params_option, read_split
-
-TEST_SPLITS = ("test", "ood")
+from stages.common import PREPARED, TEST_SPLITS, clear_errors, params_option, read_split
 
 
 @click.command("evaluate")

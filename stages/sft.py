@@ -8,9 +8,12 @@ import click
 
 from sipf.config import load_params
 from sipf.models import attach_lora, load_base_model, load_tokenizer, save_policy
-from sipf.sft import train_sft
-from sipf.storage import atomic_path
-from stages.common import clear_errors, params_option, read_split, seed_everything
+from sipf.generation import SamplingParams
+from sipf.sft import accuracy_curve, train_sft
+from sipf.storage import atomic_path, write_json
+from sipf.tasks.prompts import stop_strings
+from stages.common import (PREPARED, TEST_SPLITS, clear_errors, params_option, read_split,
+                           seed_everything)
 
 
 @click.command("sft")
@@ -30,8 +33,16 @@ def main(params_path: str, base_dir: str, out: str, live_dir: str) -> None:
     model = load_base_model(base_dir, params.model)
     if params.model.lora:
         model = attach_lora(model, params.model.lora_params, params.model.load_in_4bit)
+    probes = {split: read_split(split) for split in TEST_SPLITS
+              if (PREPARED / f"{split}.parquet").is_file()}
+    sampling = SamplingParams(max_new_tokens=params.evaluate.max_new_tokens,
+                              stop=stop_strings(params.prepare.prompt_style))
+    curve = accuracy_curve(tokenizer, probes, len(records), params.sft, sampling,
+                           batch_size=params.evaluate.batch_size)
     model = train_sft(model, tokenizer, prompts, [r.solution for r in records], params.sft,
-                      live_dir=Path(live_dir))
+                      live_dir=Path(live_dir), curve=curve)
     with atomic_path(out, directory=True) as tmp:
         save_policy(model, tokenizer, tmp, parent=base_dir)
+    if curve is not None:
+        write_json(curve.curve, Path(live_dir) / "accuracy_curve.json")
     click.echo(f"sft: trained on {len(records)} solutions -> {out}")

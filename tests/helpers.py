@@ -23,7 +23,8 @@ def tiny_params(path: Path, **overrides: dict) -> Path:
     tiny = {
         "prepare": {"arith": {"n_train": 48, "n_test": 6, "n_ood": 4}},
         "model": {"scratch": TINY_ARCH},
-        "sft": {"max_steps": 6, "batch_size": 8, "logging_steps": 2, "learning_rate": 0.01},
+        "sft": {"max_steps": 6, "batch_size": 8, "logging_steps": 2, "learning_rate": 0.01,
+                "accuracy_every": 0.5, "accuracy_limit": 3},
         "evaluate": {"batch_size": 4, "max_new_tokens": 24},
     }
     for section, values in overrides.items():

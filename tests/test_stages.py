@@ -51,6 +51,17 @@ def test_sft_trains_and_logs_a_falling_loss(pipeline):
     assert len(losses) >= 3 and losses[-1] < losses[0]
 
 
+def test_sft_logs_an_accuracy_curve_on_both_test_splits(pipeline):
+    root, _ = pipeline
+    # 48 problems in batches of 8 = 6 steps an epoch; a probe every half epoch, 3 questions.
+    curve = json.loads((root / "metrics/sft/accuracy_curve.json").read_text())
+    assert [point["step"] for point in curve] == [3, 6]
+    assert all(point[split] in (0.0, 1 / 3, 2 / 3, 1.0) for point in curve
+               for split in ("test", "ood"))
+    logged = (root / "metrics/sft/plots/metrics/accuracy/test.tsv").read_text().splitlines()
+    assert len(logged) == 1 + len(curve)
+
+
 def test_evaluate_writes_metrics_and_one_prediction_per_question(pipeline):
     root, _ = pipeline
     metrics = json.loads((root / "metrics/eval/sft.json").read_text())

@@ -70,7 +70,7 @@ class ArithConfig:
                 "split must differ by its steps or by its start range (larger numbers)."})
     operand_min: int = field(default=2, metadata={"help": "Smallest operand of a step."})
     operand_max: int = field(default=9, metadata={"help": "Largest operand of a step."})
-    max_value: int = field(default=199, metadata={"help": "No intermediate value may exceed "
+    max_value: int = field(default=99, metadata={"help": "No intermediate value may exceed "
                                                           "this (none goes below 0)."})
     operations: tuple[str, ...] = field(default=("add", "sub", "groups"), metadata={
         "help": "Operations drawn from: add (gains k), sub (loses k), mul (k times as many, "
