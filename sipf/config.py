@@ -225,7 +225,9 @@ def _default_loop() -> dict[str, IterationItem]:
 class Params:
     """The whole ``params.yaml``; stages take the section they need."""
 
-    seed: int = _help("Global seed (stages derive theirs from their own sections).", 0)
+    seed: int = _help("Global seed: the scratch model's initialisation, and added (x1000) to "
+                      "every training and sampling stage's own seed, so `-S seed=1` reseeds "
+                      "the whole run. The task data (prepare.arith.seed) stays fixed.", 0)
     or_weight: float = _help("λ of ORPO's odds-ratio term (alignment).", 0.1)
     prepare: PrepareConfig = _help("Task data.", factory=PrepareConfig)
     model: ModelConfig = _help("Policy model.", factory=ModelConfig)
@@ -248,6 +250,19 @@ class Params:
             if item.policy != expected:
                 raise ConfigError(f"loop.{name}.policy: iteration {item.k} samples with "
                                   f"{expected}, got {item.policy}")
+
+
+SEEDED_SECTIONS = ("sft", "sample", "simulate", "prm", "prefs", "align")
+
+
+def reseeded(params: Params) -> Params:
+    """``params`` with the global seed folded into every seeded stage section."""
+    if params.seed == 0:
+        return params
+    return dataclasses.replace(params, **{
+        name: dataclasses.replace(getattr(params, name),
+                                  seed=getattr(params, name).seed + 1000 * params.seed)
+        for name in SEEDED_SECTIONS})
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -320,7 +335,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:
-        return from_mapping(Params, data)
+        return reseeded(from_mapping(Params, data))
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from err
 

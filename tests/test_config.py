@@ -86,3 +86,15 @@ def test_preset_with_a_typo_is_rejected(tmp_path):
     bad.write_text("model:\n  polcy: x\n")
     with pytest.raises(ConfigError, match="bad.yaml: unknown parameter model.polcy"):
         apply_preset(bad)
+
+
+def test_global_seed_reseeds_every_training_and_sampling_stage(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"seed": 2, "sample": {"seed": 5}}))
+    params = load_params(path)
+    assert params.sample.seed == 2005
+    assert params.sft.seed == params.simulate.seed == params.prm.seed == 2000
+    assert params.prefs.seed == params.align.seed == 2000
+    assert params.prepare.arith.seed == 0  # the task data does not move with the seed
+    path.write_text(yaml.safe_dump({"seed": 0, "sample": {"seed": 5}}))
+    assert load_params(path).sample.seed == 5
