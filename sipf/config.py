@@ -137,11 +137,14 @@ class SftConfig:
                                   "`accuracy_limit` questions of each test split (the curve "
                                   "that shows whether SFT has plateaued; 0 = off).", 1.0)
     accuracy_limit: int = _help("Questions per split in each accuracy probe.", 100)
+    accuracy_max_new_tokens: int = _help("Token limit of each probe answer (its own param, so "
+                                         "changing evaluate's does not retrain SFT).", 320)
     seed: int = _help("Seed of initialisation, shuffling and dropout.", 0)
 
     def __post_init__(self) -> None:
         _at_least("sft.batch_size", self.batch_size, 1)
         _at_least("sft.accuracy_limit", self.accuracy_limit, 1)
+        _at_least("sft.accuracy_max_new_tokens", self.accuracy_max_new_tokens, 1)
         if self.accuracy_every < 0:
             raise ConfigError("sft.accuracy_every: must be >= 0")
         _at_least("sft.max_length", self.max_length, 8)

@@ -35,10 +35,9 @@ def main(params_path: str, base_dir: str, out: str, live_dir: str) -> None:
         model = attach_lora(model, params.model.lora_params, params.model.load_in_4bit)
     probes = {split: read_split(split) for split in TEST_SPLITS
               if (PREPARED / f"{split}.parquet").is_file()}
-    sampling = SamplingParams(max_new_tokens=params.evaluate.max_new_tokens,
+    sampling = SamplingParams(max_new_tokens=params.sft.accuracy_max_new_tokens,
                               stop=stop_strings(params.prepare.prompt_style))
-    curve = accuracy_curve(tokenizer, probes, len(records), params.sft, sampling,
-                           batch_size=params.evaluate.batch_size)
+    curve = accuracy_curve(tokenizer, probes, len(records), params.sft, sampling)
     model = train_sft(model, tokenizer, prompts, [r.solution for r in records], params.sft,
                       live_dir=Path(live_dir), curve=curve)
     with atomic_path(out, directory=True) as tmp:
