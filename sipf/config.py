@@ -176,6 +176,10 @@ class PrmConfig:
                           "policy")
     label: str = _help("Training targets: 'hard' (step label rounded at 0.5) or 'soft' (the "
                        "simulated success fraction itself).", "hard")
+    input: str = _help("What the PRM reads before the steps: 'method' (the question + "
+                       "\"Please reason step by step.\", the paper's verifier input) or "
+                       "'prompt' (the policy's own prompt, prepare.prompt_style: the format "
+                       "a from-scratch backbone knows).", "prompt")
     epochs: int = _help("Passes over the training questions; the best epoch on the held-out "
                         "questions is kept.", 4)
     learning_rate: float = _help("Peak learning rate (linear decay).", 1e-3)
@@ -197,6 +201,7 @@ class PrmConfig:
             raise ConfigError("prm.backbone: must not be empty ('policy', a hub id, a directory "
                               "or a .gguf file)")
         _choice("prm.label", self.label, ("hard", "soft"))
+        _choice("prm.input", self.input, ("method", "prompt"))
         _at_least("prm.epochs", self.epochs, 1)
         if not self.learning_rate > 0:
             raise ConfigError(f"prm.learning_rate: must be > 0, got {self.learning_rate}")
@@ -253,6 +258,11 @@ class Params:
             if item.policy != expected:
                 raise ConfigError(f"loop.{name}.policy: iteration {item.k} samples with "
                                   f"{expected}, got {item.policy}")
+
+
+def prm_prompt_style(params: Params) -> str | None:
+    """The prompt style the PRM's input starts with (None: the paper's instruction format)."""
+    return params.prepare.prompt_style if params.prm.input == "prompt" else None
 
 
 SEEDED_SECTIONS = ("sft", "sample", "simulate", "prm", "prefs", "align")

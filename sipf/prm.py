@@ -32,6 +32,7 @@ from sipf.errors import ConfigError, DataError
 from sipf.models import (_DTYPES, PARENT_FILE, _strip_gguf_quantizer, attach_lora,
                          base_location, nf4_config, resolve_source)
 from sipf.storage import atomic_path
+from sipf.tasks.prompts import format_prompt
 
 INSTRUCTION = "\nPlease reason step by step.\n"
 META_FILE = "prm.json"  # marks a directory as a PRM checkpoint and says how to reload it
@@ -39,10 +40,19 @@ _KIND = "sipf-prm"
 
 
 # ----------------------------------------------------------------------------- data
-def format_path(question: str, steps: Sequence[str]) -> tuple[str, list[int]]:
+def path_prefix(question: str, prompt_style: str | None = None) -> str:
+    """What the PRM reads before the steps: the paper's ``q + INSTRUCTION``, or, given a
+    prompt style, the policy's own prompt (a backbone trained from scratch has seen no
+    other format, and its features for checking a step live in that one)."""
+    return question + INSTRUCTION if prompt_style is None else format_prompt(question, prompt_style)
+
+
+def format_path(question: str, steps: Sequence[str],
+                prompt_style: str | None = None) -> tuple[str, list[int]]:
     """The PRM input and, per step, the character index of the newline that closes it."""
-    parts = [question, INSTRUCTION]
-    length = len(question) + len(INSTRUCTION)
+    prefix = path_prefix(question, prompt_style)
+    parts = [prefix]
+    length = len(prefix)
     closing = []
     for step in steps:
         length += len(step)
@@ -52,9 +62,11 @@ def format_path(question: str, steps: Sequence[str]) -> tuple[str, list[int]]:
     return "".join(parts), closing
 
 
-def build_examples(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def build_examples(rows: Sequence[dict[str, Any]],
+                   prompt_style: str | None = None) -> list[dict[str, Any]]:
     """Simulation rows ``{question_id, question, steps, labels}`` -> PRM examples
-    ``{question_id, text, closing, labels}`` (``closing``: see :func:`format_path`)."""
+    ``{question_id, text, closing, labels}`` (``closing``, ``prompt_style``: see
+    :func:`format_path`)."""
     examples = []
     for number, row in enumerate(rows, start=1):
         steps, labels = list(row["steps"]), [float(x) for x in row["labels"]]
@@ -64,7 +76,7 @@ def build_examples(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if any(not 0.0 <= x <= 1.0 for x in labels):
             raise DataError(f"labels must lie in [0, 1], got {labels}", row=number,
                             field="labels")
-        text, closing = format_path(row["question"], steps)
+        text, closing = format_path(row["question"], steps, prompt_style)
         examples.append({"question_id": row["question_id"], "text": text, "closing": closing,
                          "labels": labels})
     return examples
@@ -180,7 +192,7 @@ def _probabilities(model: PreTrainedModel, ids: list[list[int]], positions: list
 
 def score_steps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                 questions: Sequence[str], paths: Sequence[Sequence[str]],
-                batch_size: int = 16) -> list[list[float]]:
+                batch_size: int = 16, prompt_style: str | None = None) -> list[list[float]]:
     """ĉ_j = P(correct | q, s_1..s_j) for every step of every path.
 
     Nothing is truncated, so every step gets a score; sampled paths are bounded by the
@@ -190,7 +202,8 @@ def score_steps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
         raise ValueError(f"{len(questions)} questions but {len(paths)} paths")
     ids, positions = [], []
     for question, steps in zip(questions, paths):
-        tokens, closing = closing_token_positions(tokenizer, *format_path(question, steps))
+        tokens, closing = closing_token_positions(tokenizer,
+                                                  *format_path(question, steps, prompt_style))
         ids.append(tokens)
         positions.append(closing)
     return _probabilities(model, ids, positions, batch_size, _pad_id(tokenizer))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from sipf.config import load_params
+from sipf.config import load_params, prm_prompt_style
 from sipf.prm import aggregate, load_prm, score_steps, step_accuracy
 from sipf.storage import read_parquet, write_json, write_parquet
 from sipf.tasks import arith
@@ -22,7 +22,8 @@ def main(params_path: str, k: int) -> None:
     model, tokenizer = load_prm(model_dir(k) / "prm")
     steps = [list(p["steps"]) for p in paths]
     scores = score_steps(model, tokenizer, [records[p["question_id"]].question for p in paths],
-                         steps, batch_size=cfg.batch_size)
+                         steps, batch_size=cfg.batch_size,
+                         prompt_style=prm_prompt_style(params))
     rows = [{"question_id": p["question_id"], "path_id": p["path_id"], "text": p["text"],
              "outcome": p["outcome"], "step_scores": s, "reward": aggregate(s, cfg.aggregate),
              "iteration": k} for p, s in zip(paths, scores)]

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import click
 
-from sipf.config import load_params
+from sipf.config import load_params, prm_prompt_style
 from sipf.models import load_tokenizer
 from sipf.prm import build_examples, train_prm
 from sipf.storage import read_parquet, write_json
@@ -48,7 +48,8 @@ def main(params_path: str, k: int, policy: str) -> None:
         backbone = cfg.backbone
     paths = labelled_paths(source_k, cfg.label)
     out = model_dir(k) / "prm"
-    metrics = train_prm(backbone, load_tokenizer(BASE), build_examples(paths), cfg, out,
+    metrics = train_prm(backbone, load_tokenizer(BASE), build_examples(paths, prm_prompt_style(params)),
+                        cfg, out,
                         live_dir=metrics_dir(k) / "prm", model_cfg=params.model)
     write_json(metrics, metrics_dir(k) / "prm.json")
     click.echo(f"train_prm@it{k}: best epoch {metrics['best_epoch']}, "

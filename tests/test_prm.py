@@ -290,3 +290,13 @@ def test_config_errors_name_the_field(key: str, value: object) -> None:
 def test_config_fields_all_have_help() -> None:
     assert all(f.metadata.get("help") for f in dataclasses.fields(PrmConfig))
 
+
+
+def test_prm_input_is_the_method_format_or_the_policy_prompt() -> None:
+    method, closing = format_path(QUESTION, STEPS)
+    assert method.startswith(QUESTION + "\nPlease reason step by step.\n")
+    prompted, prompted_closing = format_path(QUESTION, STEPS, prompt_style="compact")
+    assert prompted.startswith(f"Q: {QUESTION}\nA:\n")
+    for text, ends in ((method, closing), (prompted, prompted_closing)):
+        assert [text[i] for i in ends] == ["\n"] * len(STEPS)
+        assert text[ends[0] - len(STEPS[0]):ends[0]] == STEPS[0]
