@@ -40,7 +40,7 @@ class SampleConfig:
                 "n_correct; 0 = keep no wrong paths, as RFT needs)."})
     per_round: int = field(default=8, metadata={
         "help": "Samples drawn per unfinished question in each round."})
-    max_rounds: int = field(default=2, metadata={
+    max_rounds: int = field(default=1, metadata={
         "help": "Rounds a question may be sampled before it is given up: with per_round, "
                 "its attempt budget."})
     max_seconds_per_question: float = field(default=0.0, metadata={

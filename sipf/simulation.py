@@ -29,7 +29,7 @@ class SimulateConfig:
     top_p: float = field(default=1.0, metadata={"help": "Rollout nucleus mass (1 = off)."})
     max_new_tokens: int = field(default=320, metadata={
         "help": "Longest rollout in tokens (the rest of a solution)."})
-    max_paths: int = field(default=300, metadata={
+    max_paths: int = field(default=100, metadata={
         "help": "Simulate this many sampled paths (0 = all): a seeded subset, half correct "
                 "and half wrong where the pool allows."})
     simulator: str = field(default="self", metadata={
