@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from stages import (align, base, control, evaluate, prefs, prepare, preset, query, sample, score, sft,
-                    simulate, train_prm)
+from stages import (align, base, control, evaluate, prefs, prepare, preset, query, report,
+                    sample, score, sft, simulate, train_prm)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,5 +15,5 @@ def main() -> None:
 
 
 for stage in (prepare, base, sft, evaluate, sample, simulate, train_prm, score, prefs, align,
-              control, query, preset):
+              control, query, preset, report):
     main.add_command(stage.main)
