@@ -253,7 +253,8 @@ def _token_classifier(location: str, dtype: str, load_in_4bit: bool) -> PreTrain
         parent = json.loads(parent_file.read_text())["parent"] if parent_file.is_file() \
             else config.base_model_name_or_path
         base = _token_classifier(parent, dtype, load_in_4bit)
-        return PeftModel.from_pretrained(base, location, config=config).merge_and_unload()
+        merged = PeftModel.from_pretrained(base, location, config=config).merge_and_unload()
+        return merged.requires_grad_(True)  # loading the adapter froze every base weight
     source = resolve_source(location)
     if source.kind == "scratch":
         raise ConfigError("prm.backbone: 'scratch' is not a model; pass the policy's directory")

@@ -11,9 +11,10 @@ import pytest
 import torch
 from safetensors import safe_open
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast, TrainingArguments
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, TrainingArguments
 
 from sipf.errors import ConfigError, DataError
+from sipf.models import save_policy
 from sipf.prm import (PrmCollator, PrmConfig, PrmTrainer, _BestEpoch, aggregate, build_examples,
                       closing_token_positions, encode, format_path, load_prm, prm_loss,
                       score_steps, split_questions, step_accuracy, train_prm)
@@ -236,6 +237,23 @@ def test_single_question_trains_without_validation(tmp_path: Path) -> None:
                         PrmConfig(epochs=2, batch_size=2), tmp_path / "prm")
     assert metrics["val_questions"] == 0 and metrics["val_step_accuracy"] is None
     assert metrics["best_epoch"] == 2 and (tmp_path / "prm" / "prm.json").is_file()
+
+
+def test_a_lora_policy_backbone_is_merged_and_fully_trained(tmp_path: Path) -> None:
+    """Iteration k >= 2: the PRM starts from M_{k-1}, a LoRA adapter on M0."""
+    from peft import LoraConfig, get_peft_model
+
+    tokenizer = _tiny_backbone(tmp_path / "m0")
+    policy = get_peft_model(AutoModelForCausalLM.from_pretrained(tmp_path / "m0"),
+                            LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    save_policy(policy, tokenizer, tmp_path / "adapter", parent=tmp_path / "m0")
+    cfg = PrmConfig(epochs=1, learning_rate=1e-2, batch_size=8, val_fraction=0.2)
+    metrics = train_prm(tmp_path / "adapter", tokenizer, build_examples(_rows(8)), cfg,
+                        tmp_path / "prm")
+    assert metrics["train_steps"] >= 1
+    before = AutoModelForCausalLM.from_pretrained(tmp_path / "m0").model.embed_tokens.weight
+    after, _ = load_prm(tmp_path / "prm")
+    assert not torch.equal(before, after.model.embed_tokens.weight)  # the backbone trained too
 
 
 # ----------------------------------------------------------------------------- loading
