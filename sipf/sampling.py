@@ -94,9 +94,15 @@ def quota_for_iteration(n: int, iteration: int) -> int:
 
 def equation_key(steps: Sequence[str]) -> tuple[str, ...]:
     """The path's equations in order, whitespace removed: two paths that compute the same
-    things the same way are one path, however the prose around them differs."""
-    return tuple("".join(f"{expr}={value}".split())
-                 for step in steps for expr, value in annotations(step))
+    things the same way are one path, however the prose around them differs.
+
+    A path without a single ``<<expr=value>>`` annotation (what most pretrained SLMs write)
+    is keyed by its whitespace-normalised steps instead: otherwise every such path of a
+    question would share the empty key and all but one would be dropped.
+    """
+    equations = tuple("".join(f"{expr}={value}".split())
+                      for step in steps for expr, value in annotations(step))
+    return equations or ("<no annotations>", *(" ".join(step.split()) for step in steps))
 
 
 def annotations_hold(steps: Sequence[str]) -> bool:

@@ -72,6 +72,15 @@ def test_quota_shrinks_per_iteration_as_in_the_paper():
         quota_for_iteration(4, 0)
 
 
+def test_paths_without_annotations_are_keyed_by_their_steps():
+    plain_1 = ["She has 23 + 24 = 47 pens.", "Then 47 - 7 = 40."]
+    plain_2 = ["She has 23 + 24 = 47 pens.", "Then 47 - 8 = 39."]
+    assert equation_key(plain_1) != equation_key(plain_2)
+    respaced = ["She  has 23 + 24 = 47 pens. ", "Then 47 - 7 = 40."]
+    assert equation_key(plain_1) == equation_key(respaced)
+    assert equation_key(plain_1) != equation_key(split_steps(CORRECT_1))
+
+
 def test_equation_key_ignores_prose_and_whitespace():
     assert equation_key(split_steps(CORRECT_1)) == equation_key(split_steps(CORRECT_1_REWORDED))
     assert equation_key(split_steps(CORRECT_1)) == ("4*6=24", "23+24=47", "47-7=40")
