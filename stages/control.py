@@ -26,13 +26,13 @@ def main(params_path: str, k: int) -> None:
     """Gold-data SFT with the alignment's budget -> models/it<k>/control."""
     params = load_params(params_path)
     cfg = params.align
+    if cfg.init != "sft":  # its chain of adapters would be one more DVC dependency per stage
+        raise ConfigError("align.init: the control stage supports only 'sft' (a fresh "
+                          "adapter on M0 every iteration)")
     seed_everything(cfg.seed + k)
     pairs = read_parquet(data_dir(k) / "prefs.parquet", required=("question_id",))
     records, prompts = train_records_by_id()
     gold = [(prompts[p["question_id"]], records[p["question_id"]].solution) for p in pairs]
-    if cfg.init != "sft":  # its chain of adapters would be one more DVC dependency per stage
-        raise ConfigError("align.init: the control stage supports only 'sft' (a fresh "
-                          "adapter on M0 every iteration)")
     tokenizer = load_tokenizer(BASE)
     model = with_adapter(load_policy(M0, BASE, params.model), cfg, adapter_dir=None)
     model = train_sft(model, tokenizer, [g[0] for g in gold], [g[1] for g in gold],

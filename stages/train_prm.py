@@ -48,8 +48,8 @@ def main(params_path: str, k: int, policy: str) -> None:
         backbone = cfg.backbone
     paths = labelled_paths(source_k, cfg.label)
     out = model_dir(k) / "prm"
-    metrics = train_prm(backbone, load_tokenizer(BASE), build_examples(paths, prm_prompt_style(params)),
-                        cfg, out,
+    examples = build_examples(paths, prm_prompt_style(params))
+    metrics = train_prm(backbone, load_tokenizer(BASE), examples, cfg, out,
                         live_dir=metrics_dir(k) / "prm", model_cfg=params.model)
     write_json(metrics, metrics_dir(k) / "prm.json")
     click.echo(f"train_prm@it{k}: best epoch {metrics['best_epoch']}, "
