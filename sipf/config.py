@@ -139,6 +139,15 @@ class SftConfig:
     accuracy_limit: int = _help("Questions per split in each accuracy probe.", 100)
     accuracy_max_new_tokens: int = _help("Token limit of each probe answer (its own param, so "
                                          "changing evaluate's does not retrain SFT).", 320)
+    stop_at_accuracy: float = _help("Stop once greedy accuracy on the `val_questions` held-out "
+                                    "training questions reaches this, checked at every probe "
+                                    "(0 = run all epochs). A from-scratch model learns arith in "
+                                    "a jump whose timing moves with the seed; stopping on a "
+                                    "validation target lands M0 in the band whatever the seed.",
+                                    0.0)
+    val_questions: int = _help("Training questions held out of SFT as the validation split "
+                               "that `stop_at_accuracy` reads (the last ones; only when it is "
+                               "on).", 100)
     seed: int = _help("Seed of initialisation, shuffling and dropout.", 0)
 
     def __post_init__(self) -> None:
@@ -150,6 +159,12 @@ class SftConfig:
         _at_least("sft.max_length", self.max_length, 8)
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("sft: set sft.epochs > 0 or sft.max_steps > 0")
+        if not 0.0 <= self.stop_at_accuracy <= 1.0:
+            raise ConfigError("sft.stop_at_accuracy: must be between 0 and 1")
+        if self.stop_at_accuracy > 0 and self.accuracy_every <= 0:
+            raise ConfigError("sft.stop_at_accuracy needs sft.accuracy_every > 0 (the probe "
+                              "that checks it)")
+        _at_least("sft.val_questions", self.val_questions, 1)
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -221,11 +236,19 @@ class IterationItem:
     k: int = _help("Iteration number (1-based).", 1)
     policy: str = _help("M_{k-1}: the model that samples and simulates in this iteration.",
                         "models/sft")
+    pool: str = _help("D_{k-1}, the sample pool this iteration grows (a dvc.yaml dependency; "
+                      "iteration 1 has none and names data/prepared).", "data/prepared")
+
+    @staticmethod
+    def expected(k: int) -> IterationItem:
+        """The only consistent entry for iteration k: each reads iteration k-1's outputs."""
+        if k == 1:
+            return IterationItem(1, "models/sft", "data/prepared")
+        return IterationItem(k, f"models/it{k - 1}/policy", f"data/it{k - 1}/samples.parquet")
 
 
 def _default_loop() -> dict[str, IterationItem]:
-    return {f"it{k}": IterationItem(k, "models/sft" if k == 1 else f"models/it{k - 1}/policy")
-            for k in (1, 2, 3)}
+    return {f"it{k}": IterationItem.expected(k) for k in (1, 2, 3)}
 
 
 # ----------------------------------------------------------------------------- whole file
@@ -254,10 +277,13 @@ class Params:
         for name, item in self.loop.items():
             if name != f"it{item.k}":
                 raise ConfigError(f"loop.{name}: name it must be it{item.k} (k = {item.k})")
-            expected = "models/sft" if item.k == 1 else f"models/it{item.k - 1}/policy"
-            if item.policy != expected:
+            expected = IterationItem.expected(item.k)
+            if item.policy != expected.policy:
                 raise ConfigError(f"loop.{name}.policy: iteration {item.k} samples with "
-                                  f"{expected}, got {item.policy}")
+                                  f"{expected.policy}, got {item.policy}")
+            if item.pool != expected.pool:
+                raise ConfigError(f"loop.{name}.pool: iteration {item.k} grows "
+                                  f"{expected.pool}, got {item.pool}")
 
 
 def prm_prompt_style(params: Params) -> str | None:

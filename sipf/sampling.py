@@ -56,6 +56,10 @@ class SampleConfig:
         "help": "Sequences the generator decodes together."})
     question_limit: int = field(default=300, metadata={
         "help": "Sample for the first N training questions only (0 = all)."})
+    grow_pool: bool = field(default=True, metadata={
+        "help": "Iteration k's samples.parquet is the pool D_k = D_{k-1} plus the new "
+                "samples (method.md section 6), deduplicated across iterations; false keeps "
+                "only the new samples."})
     seed: int = field(default=0, metadata={
         "help": "Seed of the samples; each iteration and round derives its own from it."})
 
@@ -219,6 +223,19 @@ def sample_paths(generator: Generator, records: Sequence[MathRecord], prompts: S
                          "text": text, "steps": steps, "answer": answer, "outcome": outcome,
                          "iteration": iteration, "generator": generator_name})
     return rows, report
+
+
+def grow_pool(previous: Sequence[dict], fresh: Sequence[dict]) -> list[dict]:
+    """``D_k = D_{k-1} ∪ Sample(M_{k-1})``: the earlier pool, then every fresh path whose
+    equations are new for its question (the same dedup rule as within one iteration)."""
+    seen = {(row["question_id"], equation_key(row["steps"])) for row in previous}
+    pool = list(previous)
+    for row in fresh:
+        key = (row["question_id"], equation_key(row["steps"]))
+        if key not in seen:
+            seen.add(key)
+            pool.append(row)
+    return pool
 
 
 def _consider(text: str, record: MathRecord, stats: QuestionStats, kept: list[_Path],

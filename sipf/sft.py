@@ -16,11 +16,13 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
 from sipf.config import SftConfig
+from sipf.errors import ConfigError
 from sipf.evaluation import evaluate_split
 from sipf.generation import HFGenerator, SamplingParams
 from sipf.tasks.base import MathRecord
 
 Probe = tuple[Sequence[MathRecord], Sequence[str]]  # records and their prompts
+VAL_SPLIT = "val"  # training questions held out of SFT; the stop rule reads this probe only
 
 
 class AccuracyCurve(TrainerCallback):
@@ -29,9 +31,10 @@ class AccuracyCurve(TrainerCallback):
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, probes: Mapping[str, Probe],
                  every_steps: int, sampling: SamplingParams, batch_size: int = 64,
-                 live: Any = None) -> None:
+                 live: Any = None, stop_at: float = 0.0) -> None:
         self.tokenizer, self.probes, self.every_steps = tokenizer, probes, every_steps
         self.sampling, self.batch_size, self.live = sampling, batch_size, live
+        self.stop_at = stop_at  # stop training once the VAL_SPLIT probe reaches it (0 = never)
         self.curve: list[dict] = []
 
     def on_step_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, ANN201
@@ -47,7 +50,11 @@ class AccuracyCurve(TrainerCallback):
                 self.live.log_metric(f"accuracy/{split}", result.accuracy)
         self.tokenizer.padding_side = padding_side
         model.train()
+        if self.stop_at and point.get(VAL_SPLIT, 0.0) >= self.stop_at:
+            point["stopped"] = True
+            control.should_training_stop = True
         self.curve.append(point)
+        return control
 
 
 def accuracy_curve(tokenizer: PreTrainedTokenizerBase, probes: Mapping[str, Probe],
@@ -60,7 +67,23 @@ def accuracy_curve(tokenizer: PreTrainedTokenizerBase, probes: Mapping[str, Prob
     every = max(1, round(cfg.accuracy_every * math.ceil(examples / cfg.batch_size)))
     limited = {split: (records[:cfg.accuracy_limit], prompts[:cfg.accuracy_limit])
                for split, (records, prompts) in probes.items()}
-    return AccuracyCurve(tokenizer, limited, every, sampling, batch_size)
+    if cfg.stop_at_accuracy and VAL_SPLIT not in probes:
+        raise ConfigError(f"sft.stop_at_accuracy needs a '{VAL_SPLIT}' probe split")
+    return AccuracyCurve(tokenizer, limited, every, sampling, batch_size,
+                         stop_at=cfg.stop_at_accuracy)
+
+
+def hold_out(records: Sequence[MathRecord], prompts: Sequence[str], cfg: SftConfig
+             ) -> tuple[Probe, Probe | None]:
+    """Split the training set into (what SFT trains on, the validation probe): the last
+    ``cfg.val_questions`` questions when ``stop_at_accuracy`` is on, else nothing held out."""
+    if not cfg.stop_at_accuracy:
+        return (records, prompts), None
+    if len(records) <= cfg.val_questions:
+        raise ConfigError(f"sft.val_questions: {cfg.val_questions} held out of "
+                         f"{len(records)} training questions leaves none to train on")
+    cut = len(records) - cfg.val_questions
+    return (records[:cut], prompts[:cut]), (records[cut:], prompts[cut:])
 
 
 def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,

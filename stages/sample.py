@@ -7,15 +7,15 @@ import click
 from sipf.config import load_params
 from sipf.generation import HFGenerator
 from sipf.models import load_policy, load_tokenizer
-from sipf.sampling import sample_paths
-from sipf.storage import write_json, write_parquet
+from sipf.sampling import grow_pool, sample_paths
+from sipf.storage import read_parquet, write_json, write_parquet
 from sipf.tasks.prompts import stop_strings
 from stages.common import BASE, data_dir, loop_stage, metrics_dir, read_split, seed_everything
 
 
 @loop_stage("sample")
 def main(params_path: str, k: int, policy: str) -> None:
-    """M_{k-1} samples reasoning paths -> data/it<k>/samples.parquet."""
+    """M_{k-1} samples reasoning paths -> data/it<k>/samples.parquet (the pool D_k)."""
     params = load_params(params_path)
     cfg = params.sample
     seed_everything(cfg.seed + k)
@@ -25,6 +25,11 @@ def main(params_path: str, k: int, policy: str) -> None:
     rows, report = sample_paths(generator, records, prompts, cfg, k, generator_name=policy,
                                 stop=stop_strings(params.prepare.prompt_style))
     summary = report.summary()
+    summary["new_paths"] = len(rows)
+    if cfg.grow_pool and k > 1:
+        rows = grow_pool(read_parquet(data_dir(k - 1) / "samples.parquet",
+                                      required=("question_id", "steps")), rows)
+    summary["pool_paths"] = len(rows)
     write_parquet(rows, data_dir(k) / "samples.parquet")
     write_json(summary, metrics_dir(k) / "sample.json")
     click.echo(f"sample@it{k}: {len(rows)} paths {summary}")

@@ -9,7 +9,7 @@ import click
 from sipf.config import load_params
 from sipf.models import attach_lora, load_base_model, load_tokenizer, save_policy
 from sipf.generation import SamplingParams
-from sipf.sft import accuracy_curve, train_sft
+from sipf.sft import VAL_SPLIT, accuracy_curve, hold_out, train_sft
 from sipf.storage import atomic_path, write_json
 from sipf.tasks.prompts import stop_strings
 from stages.common import (PREPARED, TEST_SPLITS, clear_errors, params_option, read_split,
@@ -28,18 +28,20 @@ def main(params_path: str, base_dir: str, out: str, live_dir: str) -> None:
     """Full fine-tuning for the from-scratch model, LoRA/QLoRA for pretrained ones."""
     params = load_params(params_path)
     seed_everything(params.sft.seed)
-    records, prompts = read_split("train")
+    (records, prompts), val = hold_out(*read_split("train"), params.sft)
     tokenizer = load_tokenizer(base_dir)
     model = load_base_model(base_dir, params.model)
     if params.model.lora:
         model = attach_lora(model, params.model.lora_params, params.model.load_in_4bit)
     probes = {split: read_split(split) for split in TEST_SPLITS
               if (PREPARED / f"{split}.parquet").is_file()}
+    if val is not None:
+        probes = {VAL_SPLIT: val, **probes}
     sampling = SamplingParams(max_new_tokens=params.sft.accuracy_max_new_tokens,
                               stop=stop_strings(params.prepare.prompt_style))
     curve = accuracy_curve(tokenizer, probes, len(records), params.sft, sampling)
-    model = train_sft(model, tokenizer, prompts, [r.solution for r in records], params.sft,
-                      live_dir=Path(live_dir), curve=curve)
+    model = train_sft(model, tokenizer, list(prompts), [r.solution for r in records],
+                      params.sft, live_dir=Path(live_dir), curve=curve)
     with atomic_path(out, directory=True) as tmp:
         save_policy(model, tokenizer, tmp, parent=base_dir)
     if curve is not None:

@@ -36,6 +36,8 @@ def test_repository_params_load_and_match_defaults():
      "model.lora_params.target_modules: expected a list"),
     ({"model": {"load_in_4bit": True}}, "model.load_in_4bit needs model.lora"),
     ({"prepare": {"task": "jsonl"}}, "prepare.jsonl.train: required"),
+    ({"loop": {"it2": {"k": 2, "policy": "models/it1/policy", "pool": "data/prepared"}}},
+     "loop.it2.pool: iteration 2 grows data/it1/samples.parquet, got data/prepared"),
 ])
 def test_bad_params_name_the_file_and_key(tmp_path, data, message):
     path = write(tmp_path, data)

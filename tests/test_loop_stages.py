@@ -119,6 +119,20 @@ def test_control_trains_the_same_budget_on_gold_solutions(iteration):
     assert json.loads((adapter / "parent.json").read_text()) == {"parent": "models/sft"}
 
 
+def test_sample_at_iteration_2_grows_the_pool_of_iteration_1(iteration, monkeypatch):
+    root, _ = iteration
+    monkeypatch.chdir(root)
+    result = run("sample", "--iteration", "2", "--policy", "models/it1/policy")
+    assert result.exit_code == 0, result.output
+    earlier = pq.read_table(root / "data/it1/samples.parquet").to_pylist()
+    pool = pq.read_table(root / "data/it2/samples.parquet").to_pylist()
+    assert pool[:len(earlier)] == earlier  # D_1 kept whole, in order
+    fresh = pool[len(earlier):]
+    assert all(row["iteration"] == 2 and "/it2/" in row["path_id"] for row in fresh)
+    summary = json.loads((root / "metrics/it2/sample.json").read_text())
+    assert summary["pool_paths"] == len(pool) and summary["new_paths"] >= len(fresh)
+
+
 def test_empty_preference_set_fails_clearly_and_writes_nothing(iteration, monkeypatch):
     root, _ = iteration
     monkeypatch.chdir(root)

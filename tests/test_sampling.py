@@ -7,8 +7,8 @@ import pytest
 
 from sipf.errors import ConfigError
 from sipf.generation import Completion, HFGenerator
-from sipf.sampling import (SampleConfig, annotations_hold, equation_key, quota_for_iteration,
-                           sample_paths)
+from sipf.sampling import (SampleConfig, annotations_hold, equation_key, grow_pool,
+                           quota_for_iteration, sample_paths)
 from sipf.tasks.base import MathRecord, split_steps
 from tests.helpers import tiny_model
 
@@ -210,3 +210,15 @@ def test_false_annotations_can_be_kept_as_wrong_paths():
         assert len(kept) == kept_count
         assert report.questions[0].invalid == (1 if drop else 0)
     assert SampleConfig().drop_false_annotations is False
+
+
+def test_grow_pool_keeps_the_old_pool_and_adds_only_new_equations():
+    def row(qid, steps, iteration):
+        return {"question_id": qid, "steps": steps, "iteration": iteration}
+    old = [row("q1", ["a 1+2=<<1+2=3>>3"], 1), row("q2", ["b 1+2=<<1+2=3>>3"], 1)]
+    fresh = [row("q1", ["other words 1+2=<<1+2=3>>3"], 2),   # same equations: a duplicate
+             row("q1", ["1+3=<<1+3=4>>4"], 2),               # new for q1
+             row("q3", ["b 1+2=<<1+2=3>>3"], 2),             # same equations, other question
+             row("q1", ["1+3=<<1+3=4>>4"], 2)]               # duplicate within the new ones
+    pool = grow_pool(old, fresh)
+    assert pool == old + [fresh[1], fresh[2]]

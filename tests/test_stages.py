@@ -62,6 +62,20 @@ def test_sft_logs_an_accuracy_curve_on_both_test_splits(pipeline):
     assert len(logged) == 1 + len(curve)
 
 
+def test_sft_holds_out_validation_questions_for_its_stop_rule(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # A target the tiny model never reaches: every probe runs, each on the 5 held-out questions.
+    tiny_params(tmp_path / "params.yaml",
+                sft={"stop_at_accuracy": 1.0, "val_questions": 5, "accuracy_limit": 10})
+    for command in ("prepare", "base", "sft"):
+        assert run(command).exit_code == 0
+    curve = json.loads((tmp_path / "metrics/sft/accuracy_curve.json").read_text())
+    # 43 trained problems in batches of 8 = 6 steps an epoch; a probe every 3 steps.
+    assert [point["step"] for point in curve] == [3, 6]
+    assert all(point["val"] in {i / 5 for i in range(6)} and "stopped" not in point
+               for point in curve)
+
+
 def test_evaluate_writes_metrics_and_one_prediction_per_question(pipeline):
     root, _ = pipeline
     metrics = json.loads((root / "metrics/eval/sft.json").read_text())
