@@ -145,6 +145,9 @@ class SftConfig:
                                     "a jump whose timing moves with the seed; stopping on a "
                                     "validation target lands M0 in the band whatever the seed.",
                                     0.0)
+    stop_check_every: float = _help("Epochs between the stop rule's checks (validation "
+                                    "questions only; the test-split curve keeps "
+                                    "`accuracy_every`).", 0.25)
     val_questions: int = _help("Training questions held out of SFT as the validation split "
                                "that `stop_at_accuracy` reads (the last ones; only when it is "
                                "on).", 100)
@@ -165,6 +168,8 @@ class SftConfig:
             raise ConfigError("sft.stop_at_accuracy needs sft.accuracy_every > 0 (the probe "
                               "that checks it)")
         _at_least("sft.val_questions", self.val_questions, 1)
+        if self.stop_check_every <= 0:
+            raise ConfigError("sft.stop_check_every: must be > 0")
 
 
 # ----------------------------------------------------------------------------- evaluate

@@ -31,19 +31,29 @@ class AccuracyCurve(TrainerCallback):
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, probes: Mapping[str, Probe],
                  every_steps: int, sampling: SamplingParams, batch_size: int = 64,
-                 live: Any = None, stop_at: float = 0.0) -> None:
+                 live: Any = None, stop_at: float = 0.0, check_steps: int = 0) -> None:
         self.tokenizer, self.probes, self.every_steps = tokenizer, probes, every_steps
         self.sampling, self.batch_size, self.live = sampling, batch_size, live
-        self.stop_at = stop_at  # stop training once the VAL_SPLIT probe reaches it (0 = never)
+        # The stop rule: the VAL_SPLIT probe alone, every check_steps, until it reaches stop_at
+        # (0 = never). Checked more often than the curve, so the jump is caught early.
+        self.stop_at, self.check_steps = stop_at, check_steps
         self.curve: list[dict] = []
 
+    def _due(self, step: int, last: bool) -> list[str]:
+        on_curve = last or step % self.every_steps == 0
+        on_check = bool(self.stop_at and self.check_steps and step % self.check_steps == 0)
+        return [split for split in self.probes
+                if on_curve or (on_check and split == VAL_SPLIT)]
+
     def on_step_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, ANN201
-        if state.global_step % self.every_steps and state.global_step != state.max_steps:
+        due = self._due(state.global_step, state.global_step == state.max_steps)
+        if not due:
             return
         padding_side = self.tokenizer.padding_side  # the generator pads left; training right
         point: dict = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 3)}
         generator = HFGenerator(model, self.tokenizer, batch_size=self.batch_size)
-        for split, (records, prompts) in self.probes.items():
+        for split in due:
+            records, prompts = self.probes[split]
             result, _ = evaluate_split(generator, records, prompts, split, self.sampling)
             point[split] = result.accuracy
             if self.live is not None:
@@ -64,13 +74,15 @@ def accuracy_curve(tokenizer: PreTrainedTokenizerBase, probes: Mapping[str, Prob
     when it is off), on the first ``cfg.accuracy_limit`` questions of each probe split."""
     if cfg.accuracy_every <= 0 or not probes:
         return None
-    every = max(1, round(cfg.accuracy_every * math.ceil(examples / cfg.batch_size)))
+    steps_per_epoch = math.ceil(examples / cfg.batch_size)
+    every = max(1, round(cfg.accuracy_every * steps_per_epoch))
+    check = max(1, round(cfg.stop_check_every * steps_per_epoch))
     limited = {split: (records[:cfg.accuracy_limit], prompts[:cfg.accuracy_limit])
                for split, (records, prompts) in probes.items()}
     if cfg.stop_at_accuracy and VAL_SPLIT not in probes:
         raise ConfigError(f"sft.stop_at_accuracy needs a '{VAL_SPLIT}' probe split")
     return AccuracyCurve(tokenizer, limited, every, sampling, batch_size,
-                         stop_at=cfg.stop_at_accuracy)
+                         stop_at=cfg.stop_at_accuracy, check_steps=check)
 
 
 def hold_out(records: Sequence[MathRecord], prompts: Sequence[str], cfg: SftConfig

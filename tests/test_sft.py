@@ -39,6 +39,7 @@ def test_hold_out_refuses_to_leave_nothing_to_train_on():
     ({"stop_at_accuracy": 1.5}, "sft.stop_at_accuracy: must be between 0 and 1"),
     ({"stop_at_accuracy": 0.5, "accuracy_every": 0.0}, "needs sft.accuracy_every > 0"),
     ({"val_questions": 0}, "sft.val_questions: must be >= 1"),
+    ({"stop_check_every": 0.0}, "sft.stop_check_every: must be > 0"),
 ])
 def test_bad_stop_rule_params_are_refused(fields, message):
     with pytest.raises(ConfigError, match=message):
@@ -53,28 +54,28 @@ def test_the_stop_rule_needs_a_validation_probe():
                            SamplingParams(max_new_tokens=4))
 
 
-def test_training_stops_at_the_first_probe_whose_val_accuracy_reaches_the_target(monkeypatch):
-    # Validation accuracy climbs 0.2 a probe (test stays at 0): the target 0.5 is reached at
-    # the third probe, and training must stop there, long before max_steps.
-    calls = {"val": 0}
+def test_training_stops_at_the_first_check_whose_val_accuracy_reaches_the_target(monkeypatch):
+    # Validation accuracy climbs 0.2 a check (test stays at 0): the target 0.5 is reached at
+    # the third check, and training must stop there, long before max_steps.
+    calls = {"val": 0, "test": 0}
 
     def fake_evaluate(generator, records, prompts, split, params):
-        if split != "val":
-            return SimpleNamespace(accuracy=0.0), []
-        calls["val"] += 1
-        return SimpleNamespace(accuracy=0.2 * calls["val"]), []
+        calls[split] += 1
+        return SimpleNamespace(accuracy=0.2 * calls["val"] if split == "val" else 0.0), []
 
     monkeypatch.setattr(sft, "evaluate_split", fake_evaluate)
     texts = PROMPTS + [r.solution for r in RECORDS]
     model, tokenizer = tiny_model(texts)
-    cfg = SftConfig(max_steps=40, batch_size=5, accuracy_every=0.5, stop_at_accuracy=0.5,
-                    val_questions=2, logging_steps=100)
+    # 8 examples in batches of 4 = 2 steps an epoch: the curve every 2 steps, checks every step.
+    cfg = SftConfig(max_steps=40, batch_size=4, accuracy_every=1.0, stop_check_every=0.5,
+                    stop_at_accuracy=0.5, val_questions=2, logging_steps=100)
     probes = {"val": (RECORDS[8:], PROMPTS[8:]), "test": (RECORDS[:2], PROMPTS[:2])}
     curve = sft.accuracy_curve(tokenizer, probes, 8, cfg, SamplingParams(max_new_tokens=4))
     sft.train_sft(model, tokenizer, PROMPTS[:8], [r.solution for r in RECORDS[:8]], cfg,
                   curve=curve)
-    # 8 examples in batches of 5 = 2 steps an epoch: a probe every step.
     assert [point["step"] for point in curve.curve] == [1, 2, 3]
     assert [point["val"] for point in curve.curve] == pytest.approx([0.2, 0.4, 0.6])
+    assert ["test" in point for point in curve.curve] == [False, True, False]
+    assert calls["test"] == 1
     assert curve.curve[-1]["stopped"] is True
     assert not any(point.get("stopped") for point in curve.curve[:-1])
