@@ -1,0 +1,1105 @@
+"""Run untrusted, model-written Python programs against our tests and return a verdict.
+
+``judge(program, tests)`` runs a program in its own fresh interpreter (``python -I -S`` in a new
+session, cwd/HOME/TMPDIR a private scratch directory that is removed afterwards) and returns a
+:class:`Verdict`; ``judge_many`` judges a batch on a pool of worker processes. Linux only,
+standard library only.
+
+Threat model: the program is hostile. It may loop, fork-bomb, eat memory, flood output, touch
+files, open sockets, signal its parent, exit early, patch builtins, print "passed" or try to
+forge the result. Our tests and ``setup`` code are trusted. The defences, strongest first:
+
+1. **Comparisons never run in the sandbox** (how a verdict is made unforgeable). Each
+   ``assert`` test is split by its AST: every smallest sub-expression that uses a program name
+   (``f(3)``; with a builtin wrapper, ``sorted(f(3))``; in a truth context, ``bool(f(3))``) is
+   a *probe*, evaluated in the child; only its value comes back, as plain data (None, bool,
+   int, float, complex, str, bytes, list, tuple, dict, set; subclasses read through their base
+   type, so an always-true ``__eq__`` is not carried over). The parent evaluates the rest of the
+   assert (``== 8``, ``math.isclose(_, 1.5)``, ``set((4, 5))``) itself with the real builtins:
+   the expected values never enter the sandbox, so patching ``AssertionError`` or builtins,
+   catching the assert, ``sys.exit(0)``, ``atexit`` or printing a marker cannot turn a wrong
+   answer into a pass; the only way to pass is to produce the right values. Tests that are not
+   plain asserts (a HumanEval ``check(candidate)`` block, comprehensions, lambdas) are *opaque*:
+   they run in the child and pass by the runner's "ok" record. That is weaker: a program that
+   walks the stack (``sys._getframe().f_back``) can reach the runner's secret; prefer asserts.
+2. **Result records are authenticated.** The child reports on a pipe of its own (not stdout),
+   one ``<mac> <json>`` line per result, MAC'd with a per-job BLAKE2b key. The key reaches the
+   runner in a job file that it reads and deletes before any program code runs; it is kept in
+   a closure and never written to any fd, so a program that redirects the pipe sees MACs but
+   cannot make new ones. Every callable the runner uses after program code has started is
+   bound beforehand, so patching builtins or modules can change at most the values it reports
+   (answers, which the parent checks), not which results it reports. A bad MAC, bad JSON or an
+   unexpected record shape fails the job as "tampered".
+3. **The kernel contains the process**, whatever it does: RLIMIT_CPU, RLIMIT_AS (memory),
+   RLIMIT_FSIZE (per file), RLIMIT_NOFILE, RLIMIT_CORE=0, RLIMIT_NPROC (processes + threads),
+   ``PR_SET_NO_NEW_PRIVS`` and no capabilities; a wall-clock timeout that kills the whole tree;
+   capped reads of stdout, stderr and results. A trusted supervisor process stays between us
+   and the program as a *child subreaper*, so even double-forked, ``setsid`` daemons are
+   re-parented to it and killed. Where the kernel allows it (root, or unprivileged user
+   namespaces) the program also gets new namespaces: **network** (only a down loopback),
+   **PID** (it cannot see or signal anything outside, and everything in it dies with it),
+   **IPC** and **mount** (private tmpfs on /tmp, /var/tmp, /dev/shm and on the scratch dir).
+   **As root** it also runs as a random throwaway uid that owns nothing, so the kernel refuses
+   its writes and deletes outside scratch and its signals to our processes, and enforces
+   ``max_processes`` exactly (RLIMIT_NPROC does not apply to uid 0). The interpreter's
+   directories are bind-mounted back if they sit under one that uid cannot enter (a pyenv in
+   /root), and the rest of that directory is hidden.
+4. **An audit hook** (``sys.addaudithook``; Python code cannot remove it) refuses sockets,
+   running programs (exec/spawn/system/subprocess), ctypes, new audit hooks, settrace and
+   setprofile, gc referrer walks, ``sys._current_frames``, signals to other processes, opening
+   ``/proc/*/mem``, and writing, removing, renaming or chmod-ing paths outside scratch. This is
+   defence in depth: a determined program can get round pure-Python guards, so it is only
+   relied on where the kernel cannot help (below).
+
+Not enforced, by mode. Non-root with user namespaces: the program runs as our uid (inside its
+own user, mount, PID and net namespaces), so files of ours that are visible there (outside
+/tmp, /var/tmp, /dev/shm) are protected only by the audit hook; RLIMIT_NPROC is our user's
+current task count + ``max_processes``. Non-root without them (``unshare`` refused): no network
+namespace (sockets: audit hook only), no PID namespace (signals to our processes: audit hook
+only; the subreaper and the process group still catch every descendant unless the program
+kills the supervisor first), no private /tmp. :func:`isolation` reports what this machine
+gives. Results that are not plain data (class instances, generators not wrapped in a builtin
+like ``list``) fail as "unsupported result", unless the test only needs their truth value.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import concurrent.futures
+import functools
+import hashlib
+import hmac
+import importlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import secrets
+import selectors
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_log = logging.getLogger(__name__)
+
+# Throwaway uids for root mode come from here; no real account or file should use them.
+SANDBOX_UIDS = range(1_500_000_000, 2_000_000_000)
+
+# Names a test may use that always mean the real thing, resolved in the parent: builtins and
+# these stdlib modules (a program cannot shadow them to fake the expected side of an assert).
+TRUSTED_MODULES = frozenset({"math", "cmath", "re", "string", "collections", "itertools",
+                             "functools", "operator", "heapq", "bisect", "fractions", "decimal",
+                             "statistics"})
+# One-argument builtins that may wrap a probe and are evaluated in the child along with it, so
+# e.g. `list(gen(3))` works although a generator cannot be sent back as data.
+_LIFTED = frozenset({"list", "tuple", "set", "frozenset", "sorted", "dict", "str", "repr", "len",
+                     "int", "float", "bool", "abs", "sum", "min", "max", "any", "all", "round"})
+# Constructs whose names are scoped inside the expression: such asserts run opaque.
+_SCOPED = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp,
+           ast.NamedExpr, ast.Await, ast.Yield, ast.YieldFrom)
+_RECORD_LIMIT = 4 * 1024 * 1024  # bytes of result records read from the child
+_DRAIN_S = 0.5  # how long to keep reading pipes after the tree is killed
+_NAMESPACES = True  # False: never unshare (tests use it to check the fallback)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one program: ``reason`` is "passed", "failed: AssertionError at test 2"
+    (tests count from 1), "failed: ZeroDivisionError at test 1", "timeout", "memory",
+    "output limit", "exited early", "crashed: NameError", "crashed: signal SIGSEGV",
+    "tampered", or "sandbox error: ..."; ``detail`` is a short human hint (the failing test,
+    an exception message)."""
+
+    passed: bool
+    reason: str
+    seconds: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One program and its tests, for :func:`judge_many`. ``setup`` is trusted code run in the
+    child after the program (MBPP's ``test_setup_code``); ``entry_point`` names the function
+    under test when it shadows a builtin (MBPP task 126 defines ``sum``)."""
+
+    program: str
+    tests: tuple[str, ...]
+    setup: str = ""
+    entry_point: str | None = None
+
+
+def judge(program: str, tests: Sequence[str], timeout_s: float = 3.0, memory_mb: int = 512, *,
+          setup: str = "", entry_point: str | None = None, output_limit: int = 64 * 1024,
+          disk_mb: int = 16, max_processes: int = 4, cpu_s: int | None = None,
+          scratch_root: str | os.PathLike[str] | None = None) -> Verdict:
+    """Run ``program``, then ``setup``, then ``tests`` (Python statements, normally ``assert``
+    lines) in a fresh sandboxed interpreter.
+
+    ``timeout_s`` is wall clock for the whole child, start-up included; ``cpu_s`` its CPU time
+    (default: ``timeout_s`` rounded up); ``memory_mb`` its address space; ``output_limit``
+    caps stdout and stderr, each; ``disk_mb`` caps each written file (and the private scratch
+    tmpfs); ``max_processes`` caps the program's processes plus threads, itself included (exact
+    under the throwaway uid; otherwise added to our user's current count). ``scratch_root``:
+    where the scratch directory is made (default: the system temp dir)."""
+    started = time.monotonic()
+    plans = [_plan_test(source, entry_point) for source in tests]
+    key = secrets.token_bytes(32)
+    scratch = Path(tempfile.mkdtemp(prefix="sipf-sandbox-", dir=scratch_root)).resolve()
+    try:
+        uid = _throwaway_uid(scratch)
+        job = {"program": program, "setup": setup, "key": key.hex(), "uid": uid,
+               "scratch": str(scratch), "expose": _interpreter_dirs(),
+               "namespaces": _NAMESPACES, "entry_point": entry_point,
+               "tests": [plan.child_spec() for plan in plans],
+               "limits": {"cpu_s": cpu_s or max(1, math.ceil(timeout_s)),
+                          "memory_mb": memory_mb,
+                          "disk_mb": disk_mb, "max_processes": max_processes}}
+        job_path = scratch / ".job.json"
+        with open(os.open(job_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            json.dump(job, f)
+        outcome = _run_child(scratch, job_path, timeout_s, output_limit, uid)
+    finally:
+        _remove_tree(scratch)
+    passed, reason, detail = _decide(plans, outcome, key)
+    return Verdict(passed, reason, round(time.monotonic() - started, 4), detail)
+
+
+def judge_many(jobs: Iterable[Job | tuple[str, Sequence[str]]], workers: int = 2,
+               **options) -> list[Verdict]:
+    """Judge many jobs on ``workers`` worker processes; verdicts come back in input order.
+    ``options`` are :func:`judge`'s keyword arguments (limits), shared by all jobs. With
+    ``workers <= 1`` the jobs run one after another in this process."""
+    normalized = [job if isinstance(job, Job) else Job(job[0], tuple(job[1])) for job in jobs]
+    if workers <= 1 or len(normalized) <= 1:
+        return [_judge_job(job, options) for job in normalized]
+    # spawn: the workers do not inherit this process's threads/locks (e.g. torch's).
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return list(pool.map(_judge_job, normalized, [options] * len(normalized)))
+
+
+def isolation() -> dict[str, bool]:
+    """What the kernel gives the sandbox here: ``throwaway_uid`` (we are root and may use any
+    uid) and ``namespaces`` (unshare of mount/PID/net/IPC namespaces, via a user namespace
+    when not root), probed in a short-lived child."""
+    root = os.geteuid() == 0
+    flags = 0x20000 | 0x8000000 | 0x20000000 | 0x40000000 | (0 if root else 0x10000000)
+    probe = ("import ctypes, sys\n"
+             f"sys.exit(0 if ctypes.CDLL(None).unshare({flags}) == 0 else 1)\n")
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True)
+    with tempfile.TemporaryDirectory() as directory:
+        throwaway = _throwaway_uid(Path(directory)) is not None
+    return {"throwaway_uid": throwaway, "namespaces": result.returncode == 0}
+
+
+def _judge_job(job: Job, options: Mapping[str, object]) -> Verdict:
+    return judge(job.program, job.tests, setup=job.setup, entry_point=job.entry_point,
+                 **options)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning: split each test into probes (run in the child) and a check (run here).
+
+
+class _ProbeFailed(Exception):
+    """A probe raised in the child (or its value could not be sent back)."""
+
+    def __init__(self, error: str, message: str = "") -> None:
+        super().__init__(error)
+        self.error = error
+        self.message = message
+
+
+class _ProbeMissing(Exception):
+    """The child never reported a probe: it exited or was killed before."""
+
+
+@dataclass
+class _ProbeTest:
+    """A test made only of asserts: ``checks`` are the asserts with each probe replaced by the
+    name ``_sipf_probe_<j>``; ``probes`` are what the child evaluates."""
+
+    checks: list[tuple[str, object]]  # (assert source, compiled rewritten expression)
+    probes: list[dict[str, object]] = field(default_factory=list)
+    modules: set[str] = field(default_factory=set)  # trusted modules the checks use
+
+    def child_spec(self) -> dict[str, object]:
+        return {"probes": self.probes}
+
+    def outcome(self, index: int, records: _Records) -> tuple[str, str] | None:
+        """None if every assert holds, else (reason, detail); raises _ProbeMissing."""
+        scope = {"__builtins__": builtins}
+        scope.update({name: importlib.import_module(name) for name in self.modules})
+        values = _ProbeValues(index, records)
+        for source, code in self.checks:
+            try:
+                holds = eval(code, scope, values)  # noqa: S307 - our own test, plain data
+            except _ProbeMissing:
+                raise
+            except _ProbeFailed as failure:
+                return _error_reason(failure.error, f"at test {index + 1}"), failure.message
+            except Exception as error:  # the test itself raised on the program's values
+                return f"failed: {type(error).__name__} at test {index + 1}", str(error)[:300]
+            if not holds:
+                return f"failed: AssertionError at test {index + 1}", source
+        return None
+
+
+@dataclass
+class _OpaqueTest:
+    """A test that is not plain asserts: it runs in the child; passing needs an ok record."""
+
+    source: str
+
+    def child_spec(self) -> dict[str, object]:
+        return {"code": self.source}
+
+    def outcome(self, index: int, records: _Records) -> tuple[str, str] | None:
+        error = records.test_errors.get(index)
+        if error is not None:
+            return _error_reason(error[0], f"at test {index + 1}"), error[1]
+        if index in records.test_ok:
+            return None
+        raise _ProbeMissing
+
+
+def _plan_test(source: str, entry_point: str | None) -> _ProbeTest | _OpaqueTest:
+    tree = ast.parse(source)
+    if not tree.body or not all(isinstance(node, ast.Assert) for node in tree.body) or any(
+            isinstance(node, _SCOPED) for node in ast.walk(tree)):
+        return _OpaqueTest(source)
+    plan = _ProbeTest([])
+    rewriter = _ProbeRewriter(entry_point, plan)
+    for statement in tree.body:
+        shown = ast.unparse(statement)  # before the rewriter edits the tree in place
+        expression = ast.Expression(rewriter.visit(_truth_context(statement.test, rewriter)))
+        code = compile(ast.fix_missing_locations(expression), "<test>", "eval")
+        plan.checks.append((shown, code))
+    return plan
+
+
+def _truth_context(node: ast.expr, rewriter: _ProbeRewriter) -> ast.expr:
+    """In ``assert f(x)`` or ``assert not f(x) or g(y)`` only the truth of each probe counts, so
+    probe ``bool(f(x))``: an arbitrary object (a ``re.Match``) cannot come back as data, but
+    its truth can, and it is the program's own answer either way."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        node.operand = _truth_context(node.operand, rewriter)
+    elif isinstance(node, ast.BoolOp):
+        node.values = [_truth_context(value, rewriter) for value in node.values]
+    elif rewriter.liftable(node):
+        return ast.copy_location(ast.Call(ast.Name("bool", ast.Load()), [node], []), node)
+    return node
+
+
+class _ProbeRewriter(ast.NodeTransformer):
+    """Replaces each program-dependent sub-expression by a probe name (see module docs)."""
+
+    def __init__(self, entry_point: str | None, plan: _ProbeTest) -> None:
+        self.entry_point = entry_point
+        self.plan = plan
+
+    def is_program_name(self, name: str) -> bool:
+        if name == self.entry_point:
+            return True
+        return not hasattr(builtins, name) and name not in TRUSTED_MODULES
+
+    def visit(self, node: ast.AST) -> ast.AST:
+        if isinstance(node, ast.expr) and self.liftable(node):
+            return self.probe(node)
+        if isinstance(node, ast.Name) and node.id in TRUSTED_MODULES:
+            self.plan.modules.add(node.id)
+        return self.generic_visit(node)
+
+    def rooted(self, node: ast.expr) -> bool:
+        """`f`, `f(x)`, `f(x)[0]`, `obj.method(x).attr`: a chain starting at a program name."""
+        while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call)):
+            node = node.func if isinstance(node, ast.Call) else node.value
+        return isinstance(node, ast.Name) and self.is_program_name(node.id)
+
+    def liftable(self, node: ast.expr) -> bool:
+        """A rooted chain, or a one-argument trusted builtin (`sorted`, `set`, ...) around one."""
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in _LIFTED and not self.is_program_name(node.func.id)
+                and len(node.args) == 1 and not node.keywords
+                and not isinstance(node.args[0], ast.Starred)):
+            return self.liftable(node.args[0])
+        return self.rooted(node)
+
+    def probe(self, node: ast.expr) -> ast.Name:
+        names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+        self.plan.probes.append({
+            "expr": ast.unparse(node),
+            "names": sorted(n for n in names if self.is_program_name(n)),
+            "modules": sorted(n for n in names if n in TRUSTED_MODULES and n != self.entry_point),
+        })
+        return ast.copy_location(ast.Name(f"_sipf_probe_{len(self.plan.probes) - 1}",
+                                          ast.Load()), node)
+
+
+class _ProbeValues(Mapping[str, object]):
+    """The locals of a check: probe names resolve to the child's values (or raise)."""
+
+    def __init__(self, test: int, records: _Records) -> None:
+        self.test = test
+        self.records = records
+
+    def __getitem__(self, name: str) -> object:
+        if not name.startswith("_sipf_probe_"):
+            raise KeyError(name)  # fall through to the check's globals and builtins
+        record = self.records.probes.get((self.test, int(name.removeprefix("_sipf_probe_"))))
+        if record is None:
+            raise _ProbeMissing
+        if "value" in record:
+            try:
+                return _decode(record["value"])
+            except (ValueError, TypeError, KeyError, RecursionError):
+                raise _ProbeFailed("unsupported result") from None
+        if "unsupported" in record:
+            raise _ProbeFailed(f"unsupported result ({record['unsupported']})")
+        raise _ProbeFailed(str(record.get("error")), str(record.get("message", "")))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _decode(value: object) -> object:
+    """The inverse of the runner's ``encode``: tagged JSON back to plain Python data."""
+    if not isinstance(value, dict):
+        return value
+    (tag, body), = value.items()
+    if tag == "I":
+        return int(body, 16)
+    if tag == "C":
+        return complex(*body)
+    if tag == "B":
+        return bytes.fromhex(body)
+    if tag == "Y":
+        return bytearray.fromhex(body)
+    if tag == "D":
+        return {_decode(k): _decode(v) for k, v in body}
+    items = [_decode(item) for item in body]
+    return {"L": list, "T": tuple, "S": set, "F": frozenset}[tag](items)
+
+
+# ---------------------------------------------------------------------------------------------
+# Deciding: records and exit status to a verdict.
+
+
+# The fields each kind of result record has, exactly (anything else is tampering).
+_SHAPES = [{"probe", "value"}, {"probe", "error", "message"}, {"probe", "unsupported"},
+           {"test", "ok"}, {"test", "error", "message"}, {"stage", "error", "message"},
+           {"setup_error"}, {"done"}]
+
+
+@dataclass
+class _Records:
+    """The authenticated result records of one run."""
+
+    probes: dict[tuple[int, int], dict] = field(default_factory=dict)
+    test_ok: set[int] = field(default_factory=set)
+    test_errors: dict[int, tuple[str, str]] = field(default_factory=dict)
+    stage_error: tuple[str, str, str] | None = None  # (stage, error, message)
+    setup_error: str | None = None
+    done: bool = False
+    tampered: bool = False
+
+    @classmethod
+    def parse(cls, data: bytes, key: bytes) -> _Records:
+        """Lines ``<mac> <json>``; a line whose MAC, JSON or shape is wrong marks tampering."""
+        records = cls()
+        for line in data.split(b"\n")[:-1]:  # a last line without newline was cut by a kill
+            mac, _, text = line.partition(b" ")
+            expected = hashlib.blake2b(text, key=key, digest_size=16).hexdigest().encode()
+            try:
+                if not hmac.compare_digest(mac, expected):
+                    raise ValueError("bad MAC")
+                record = json.loads(text, object_pairs_hook=_unique_keys)
+                if set(record) not in _SHAPES:
+                    raise ValueError("bad shape")
+                records.add(record)
+            except (ValueError, TypeError, RecursionError):
+                records.tampered = True
+        return records
+
+    def add(self, record: dict) -> None:
+        # First record wins: a duplicate can only come from a forked copy of the runner.
+        if "probe" in record:
+            test, probe = record["probe"]
+            self.probes.setdefault((int(test), int(probe)), record)
+        elif "test" in record:
+            if "error" in record:
+                self.test_errors.setdefault(int(record["test"]),
+                                            (str(record["error"]), str(record["message"])))
+            else:
+                self.test_ok.add(int(record["test"]))
+        elif "stage" in record:
+            if self.stage_error is None:
+                self.stage_error = (str(record["stage"]), str(record["error"]),
+                                    str(record["message"]))
+        elif "setup_error" in record:
+            self.setup_error = str(record["setup_error"])
+        else:
+            self.done = True
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("duplicate key")
+    return result
+
+
+@dataclass
+class _Outcome:
+    returncode: int
+    timed_out: bool
+    output_limited: bool
+    records: bytes
+    stderr: bytes
+
+
+def _decide(plans: Sequence[_ProbeTest | _OpaqueTest], outcome: _Outcome,
+            key: bytes) -> tuple[bool, str, str]:
+    stderr_tail = outcome.stderr[-500:].decode(errors="replace")
+    if outcome.timed_out:
+        return False, "timeout", ""
+    if outcome.output_limited:
+        return False, "output limit", ""
+    records = _Records.parse(outcome.records, key)
+    if records.tampered:
+        return False, "tampered", "a result record that the runner did not write"
+    if records.setup_error is not None:
+        # A verdict, not an exception: one job must not abort a batch. But say it loudly.
+        _log.warning("sandbox could not be set up: %s", records.setup_error)
+        return False, f"sandbox error: {records.setup_error}", stderr_tail
+    if records.stage_error is not None:
+        stage, error, message = records.stage_error
+        return False, _error_reason(error, "", crashed=True), f"{stage}: {message}"
+    for index, plan in enumerate(plans):
+        try:
+            failure = plan.outcome(index, records)
+        except _ProbeMissing:
+            return False, _exit_reason(outcome.returncode), stderr_tail
+        if failure is not None:
+            return False, failure[0], failure[1]
+    if outcome.returncode != 0 or not records.done:
+        return False, _exit_reason(outcome.returncode), stderr_tail
+    return True, "passed", ""
+
+
+def _error_reason(error: str, where: str, crashed: bool = False) -> str:
+    """The reason for an exception named ``error`` raised by program code."""
+    if error == "MemoryError":
+        return "memory"
+    if error == "SystemExit":
+        return "exited early"
+    if crashed:
+        return f"crashed: {error}"
+    return f"failed: {error} {where}".rstrip()
+
+
+def _exit_reason(returncode: int) -> str:
+    """Why a child that did not report every result stopped."""
+    if returncode == -signal.SIGXCPU:
+        return "timeout"  # the CPU-time limit (the wall clock is handled before)
+    if returncode < 0:
+        return f"crashed: signal {signal.Signals(-returncode).name}"
+    return "exited early" if returncode == 0 else f"exited early (status {returncode})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Running: spawn the child, read its pipes with caps and a deadline, kill the whole tree.
+
+
+def _run_child(scratch: Path, job_path: Path, timeout_s: float, output_limit: int,
+               uid: int | None) -> _Outcome:
+    read_end, write_end = os.pipe()
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(scratch), "TMPDIR": str(scratch),
+           "LANG": "C.UTF-8"}
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _RUNNER, str(job_path), str(write_end)],
+            cwd=scratch, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, pass_fds=(write_end,), start_new_session=True)
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout.fileno(), proc.stderr.fileno()
+    pipes = _Pipes({out: output_limit, err: output_limit, read_end: _RECORD_LIMIT})
+    timed_out = False
+    try:
+        with _ExitWatch(proc.pid) as watch:
+            deadline = time.monotonic() + timeout_s
+            while not watch.exited() and not pipes.over_limit:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                pipes.pump(min(remaining, watch.poll_s), watch.fd)
+            _kill_tree(proc.pid, uid)  # before reaping: the group id stays ours till then
+        proc.wait()
+        pipes.drain(_DRAIN_S)
+    finally:
+        if proc.returncode is None:
+            _kill_tree(proc.pid, uid)
+            proc.wait()
+        pipes.close()
+        os.close(read_end)
+        proc.stdout.close()
+        proc.stderr.close()
+    return _Outcome(proc.returncode, timed_out, pipes.over_limit, bytes(pipes.data[read_end]),
+                    bytes(pipes.data[err]))
+
+
+class _Pipes:
+    """Reads the child's pipes into buffers of at most ``limits[fd]`` bytes each."""
+
+    def __init__(self, limits: dict[int, int]) -> None:
+        self.limits = limits
+        self.data = {fd: bytearray() for fd in limits}
+        self.over_limit = False
+        self.selector = selectors.DefaultSelector()
+        for fd in limits:
+            self.selector.register(fd, selectors.EVENT_READ)
+
+    def pump(self, timeout: float, wake_fd: int | None = None) -> None:
+        """Read what becomes ready within ``timeout`` (``wake_fd`` readable also returns)."""
+        if wake_fd is not None:
+            self.selector.register(wake_fd, selectors.EVENT_READ)
+        try:
+            ready = self.selector.select(timeout)
+        finally:
+            if wake_fd is not None:
+                self.selector.unregister(wake_fd)
+        for key, _ in ready:
+            if key.fd in self.data and self.read(key.fd):
+                return
+
+    def read(self, fd: int) -> bool:
+        """One read; True if it went over the limit."""
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            self.selector.unregister(fd)
+            return False
+        buffer = self.data[fd]
+        buffer += chunk
+        if len(buffer) > self.limits[fd]:
+            del buffer[self.limits[fd]:]
+            self.over_limit = True
+        return self.over_limit
+
+    def drain(self, seconds: float) -> None:
+        """After the kill: read to EOF (bounded by ``seconds``, in case an escaped process
+        still holds a pipe)."""
+        until = time.monotonic() + seconds
+        while self.selector.get_map() and not self.over_limit:
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                break
+            self.pump(remaining)
+
+    def close(self) -> None:
+        self.selector.close()
+
+
+class _ExitWatch:
+    """``exited()`` says whether the child has exited, without reaping it: while it is a zombie
+    its pid (= its process group id) cannot be reused, so killing the group stays safe. ``fd``
+    is a pidfd (readable on exit) where the kernel has them; otherwise we poll."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.fd: int | None = None
+        self.poll_s = 0.02
+
+    def __enter__(self) -> _ExitWatch:
+        try:
+            self.fd = os.pidfd_open(self.pid)
+            self.poll_s = 1.0
+        except (AttributeError, OSError):
+            pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+    def exited(self) -> bool:
+        return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def _kill_tree(pid: int, uid: int | None) -> None:
+    """SIGKILL the child's direct children (the PID namespace's init, if any: the whole
+    namespace dies with it), its process group, and, as root, every process of its uid."""
+    for child in _children(pid):
+        _signal(os.kill, child)
+    _signal(os.killpg, pid)
+    if uid is not None:
+        deadline = time.monotonic() + 2.0
+        while (left := _live_pids_of(uid)) and time.monotonic() < deadline:
+            for other in left:
+                _signal(os.kill, other)
+            time.sleep(0.005)
+
+
+def _signal(kill: object, target: int) -> None:
+    try:
+        kill(target, signal.SIGKILL)  # type: ignore[operator]
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _proc_stats() -> Iterator[tuple[int, str, int]]:
+    """(pid, state, ppid) of every process, from /proc/<pid>/stat."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        yield int(name), fields[0].decode(), int(fields[1])
+
+
+def _children(pid: int) -> list[int]:
+    return [child for child, _, ppid in _proc_stats() if ppid == pid]
+
+
+def _live_pids_of(uid: int) -> list[int]:
+    """Processes (not zombies) whose real uid is ``uid``."""
+    found = []
+    for pid, state, _ in _proc_stats():
+        if state == "Z":
+            continue
+        try:
+            with open(f"/proc/{pid}/status", "rb") as f:
+                uids = next(line for line in f if line.startswith(b"Uid:")).split()
+        except (OSError, StopIteration):
+            continue
+        if int(uids[1]) == uid:
+            found.append(pid)
+    return found
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove the scratch dir even if the program made parts of it unreadable."""
+    def make_writable(function: object, failed: str, _exc: object) -> None:
+        parent = os.path.dirname(failed)
+        os.chmod(parent, stat.S_IRWXU)
+        if os.path.isdir(failed) and not os.path.islink(failed):
+            os.chmod(failed, stat.S_IRWXU)
+            shutil.rmtree(failed, ignore_errors=True)
+        else:
+            os.unlink(failed)
+
+    if path.exists():
+        shutil.rmtree(path, onerror=make_writable)
+
+
+@functools.cache
+def _interpreter_dirs() -> list[str]:
+    """The directories the child interpreter imports from (stdlib, lib-dynload), asked of it
+    once: with a throwaway uid they must be reachable, see the runner's private_filesystem."""
+    command = [sys.executable, "-I", "-S", "-c", "import sys; print('\\n'.join(sys.path))"]
+    paths = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return [os.path.realpath(p) for p in paths.splitlines() if os.path.isdir(p)]
+
+
+def _throwaway_uid(scratch: Path) -> int | None:
+    """As root, a fresh uid that owns ``scratch``; None when not root, or when "root" cannot
+    use arbitrary uids (a rootless container's user namespace; there RLIMIT_NPROC applies to
+    uid 0 anyway, since it is not the real root)."""
+    if os.geteuid() != 0:
+        return None
+    uid = secrets.choice(SANDBOX_UIDS)
+    try:
+        os.chown(scratch, uid, uid)
+    except OSError:
+        return None
+    return uid
+
+
+# ---------------------------------------------------------------------------------------------
+# The runner: the child side, run as `python -I -S -c _RUNNER <job file> <record fd>`. It is
+# source text (not a module) so the child imports nothing but what it needs; it must only use
+# the standard library.
+
+_RUNNER = r'''
+import builtins, ctypes, json, os, resource, signal, sys
+from _blake2 import blake2b
+
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x20000, 0x8000000, 0x10000000
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
+TMPFS_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+class SetupError(Exception):
+    """The sandbox could not be set up: reported as "sandbox error", never blamed on the program."""
+
+
+def check(result, what):
+    if result != 0:
+        raise SetupError(f"{what}: {os.strerror(ctypes.get_errno())}")
+
+
+def mount(source, target, fstype, flags, data=None):
+    encode = lambda s: None if s is None else s.encode()
+    check(LIBC.mount(encode(source), encode(target), encode(fstype), flags, encode(data)),
+          f"mount {target}")
+
+
+def count_tasks(uid):
+    """Tasks (processes and threads) of `uid` now: what RLIMIT_NPROC counts for a shared uid."""
+    total = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+        except (OSError, ValueError):
+            continue
+        if int(fields["Uid"].split()[0]) == uid:
+            total += int(fields["Threads"])
+    return total
+
+
+def enter_namespaces(root):
+    """New mount, PID, net and IPC namespaces (in a new user namespace unless root). False if
+    the kernel refuses: the job then runs with rlimits and the audit hook only."""
+    uid, gid = os.getuid(), os.getgid()
+    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET
+    if LIBC.unshare(flags | (0 if root else CLONE_NEWUSER)) != 0:
+        return False
+    if not root:  # map our own uid, so files we create have an owner
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                           ("gid_map", f"{gid} {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+    return True
+
+
+def hidden_ancestors(paths):
+    """The topmost directory above each path that others cannot enter (e.g. /root, 0700)."""
+    hidden = []
+    for path in paths:
+        parts = path.strip("/").split("/")
+        for depth in range(1, len(parts)):
+            ancestor = "/" + "/".join(parts[:depth])
+            try:
+                mode = os.stat(ancestor).st_mode
+            except OSError:
+                break
+            if not mode & 0o001:
+                if ancestor not in hidden:
+                    hidden.append(ancestor)
+                break
+    return hidden
+
+
+def overlay(directory, keep, options):
+    """Mount a fresh tmpfs on `directory`, bind-mounting back the `keep` paths below it."""
+    inside = [p for p in keep if p.startswith(directory.rstrip("/") + "/")]
+    inside = [p for p in inside if not any(p.startswith(q + "/") for q in inside)]
+    fds = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in inside]
+    mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options)
+    for path, fd in zip(inside, fds):
+        os.makedirs(path, exist_ok=True)
+        mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        os.close(fd)
+
+
+def private_filesystem(job):
+    """Private tmpfs on /tmp, /var/tmp, /dev/shm and the scratch dir; for a throwaway uid, the
+    interpreter's directories made reachable."""
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    keep, scratch, uid = job["expose"], job["scratch"], job["uid"]
+    size = f"size={job['limits']['disk_mb']}m"
+    for directory in TMPFS_DIRS:
+        if os.path.isdir(directory) and not os.path.islink(directory):
+            overlay(directory, keep, f"mode=1777,{size}")
+    if uid is not None:
+        for directory in hidden_ancestors(keep + [scratch]):
+            overlay(directory, keep, "mode=755,size=1m")
+    os.makedirs(scratch, exist_ok=True)
+    owner = "" if uid is None else f",uid={uid},gid={uid}"
+    mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"mode=700,{size}{owner}")
+
+
+def supervise_child(namespaced, cpu_s):
+    """Fork the process that runs the program (pid 1 of the new PID namespace, if any) and
+    return in it. This process stays behind as a subreaper: orphans of the program's processes
+    (even double-forked, setsid'd ones) are re-parented to it, and it kills them all once the
+    child exits. Then it relays the child's exit (as exit code, or by dying of the same
+    signal; a SIGKILL from the CPU limit as SIGXCPU) and never returns."""
+    check(LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(CHILD_SUBREAPER)")
+    pid = os.fork()
+    if pid == 0:
+        LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if namespaced:
+            try:  # a /proc that shows only this namespace (refused in some containers: harmless)
+                mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            except SetupError:
+                pass
+        return
+    _, status, usage = os.wait4(pid, 0)
+    if not namespaced:  # (with a PID namespace the kernel has killed them all already)
+        kill_orphans()
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        if number == signal.SIGKILL and usage.ru_utime + usage.ru_stime >= cpu_s - 0.05:
+            number = signal.SIGXCPU  # RLIMIT_CPU's hard limit kills with SIGKILL
+        try:
+            signal.signal(number, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+        os.kill(os.getpid(), number)
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def kill_orphans():
+    """SIGKILL and reap our children until none are left."""
+    me = str(os.getpid()).encode()
+    while True:
+        orphans = []
+        for name in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    if f.read().rsplit(b")", 1)[1].split()[1] == me:
+                        orphans.append(int(name))
+            except (OSError, IndexError, ValueError):
+                continue
+        if not orphans:
+            return
+        for pid in orphans:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+
+
+def restrict(job, nproc):
+    """Drop to the throwaway uid (root mode), give up privileges, set the rlimits."""
+    uid = job["uid"]
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
+    header, data = (ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)()
+    check(LIBC.capset(header, data), "capset")  # no capabilities, even in our user namespace
+    limits = job["limits"]
+    mb = 1024 * 1024
+    for which, value in ((resource.RLIMIT_CPU, limits["cpu_s"]),
+                         (resource.RLIMIT_AS, limits["memory_mb"] * mb),
+                         (resource.RLIMIT_FSIZE, limits["disk_mb"] * mb),
+                         (resource.RLIMIT_NOFILE, 256), (resource.RLIMIT_CORE, 0),
+                         (resource.RLIMIT_NPROC, nproc)):
+        resource.setrlimit(which, (value, value))  # soft = hard: CPU time ends in SIGKILL
+
+
+def install_guards(scratch):
+    """The audit hook (defence in depth; see the module docs of sipf/sandbox.py)."""
+    realpath, fsdecode, getpid = os.path.realpath, os.fsdecode, os.getpid
+    blocked = {"os.system", "os.forkpty", "sys.addaudithook", "sys.settrace", "sys.setprofile",
+               "sys._current_frames", "gc.get_objects", "gc.get_referrers", "gc.get_referents"}
+    blocked_prefixes = ("socket.", "ctypes.", "subprocess.", "os.exec", "os.posix_spawn",
+                        "os.spawn", "pty.")
+    # event -> positions of the path arguments it changes
+    changes = {"os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.rename": (0, 1),
+               "os.truncate": (0,), "os.chmod": (0,), "os.chown": (0,), "os.link": (1,),
+               "os.symlink": (1,), "os.utime": (0,), "shutil.rmtree": (0,),
+               "os.setxattr": (0,), "os.removexattr": (0,)}
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+
+    def inside(path):
+        if isinstance(path, int):
+            return True  # an fd we already hold
+        real = realpath(fsdecode(path))
+        return real == scratch or real.startswith(scratch + "/") or real == "/dev/null"
+
+    def deny(event):
+        raise PermissionError(f"sandbox: {event} is not allowed")
+
+    def hook(event, args):
+        if event in blocked or event.startswith(blocked_prefixes):
+            deny(event)
+        elif event == "open":
+            path, mode, flags = args
+            writes = (flags or 0) & write_flags or any(c in (mode or "") for c in "wax+")
+            if writes and not inside(path):
+                deny(f"writing {path!r}")
+            real = "" if isinstance(path, int) else realpath(fsdecode(path))
+            if real.startswith("/proc/") and real.endswith("/mem"):  # our own memory: secrets
+                deny(f"opening {path!r}")
+        elif event in changes:
+            if not all(inside(args[i]) for i in changes[event]):
+                deny(f"{event} outside the scratch dir")
+        elif event in ("os.kill", "os.killpg") and args[0] != getpid():
+            deny(f"{event} of another process")
+
+    sys.addaudithook(hook)
+
+
+def encode(value, depth=0):
+    """Plain data as tagged JSON. Subclasses are read through their base type's own methods, so
+    overridden __eq__/__iter__/__repr__ do not matter. Raises TypeError for anything else."""
+    kind = type(value)
+    if depth > 100:
+        raise TypeError("nested too deeply")
+    if value is None or kind is bool:
+        return value
+    if issubclass(kind, int):
+        number = int.__index__(value)
+        return number if -2**53 < number < 2**53 else {"I": format(number, "x")}
+    if issubclass(kind, float):
+        return float.__float__(value)
+    if issubclass(kind, complex):
+        number = complex.__complex__(value)
+        return {"C": [number.real, number.imag]}
+    if issubclass(kind, str):
+        return str.__str__(value)
+    if issubclass(kind, bytes):
+        return {"B": bytes.hex(value)}
+    if issubclass(kind, bytearray):
+        return {"Y": bytearray.hex(value)}
+    if issubclass(kind, dict):
+        return {"D": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in dict.items(value)]}
+    for base, tag in ((list, "L"), (tuple, "T"), (set, "S"), (frozenset, "F")):
+        if issubclass(kind, base):
+            return {tag: [encode(item, depth + 1) for item in base.__iter__(value)]}
+    raise TypeError(kind.__name__)
+
+
+def main():
+    os.umask(0o022)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    job_path, fd = sys.argv[1], int(sys.argv[2])
+    with open(job_path) as f:
+        job = json.load(f)
+    os.unlink(job_path)
+    emit = make_emitter(fd, bytes.fromhex(job.pop("key")))
+    root = os.geteuid() == 0
+    try:
+        nproc = job["limits"]["max_processes"]
+        if job["uid"] is None:
+            nproc += count_tasks(os.getuid())
+        namespaced = job["namespaces"] and enter_namespaces(root)
+        if namespaced:
+            private_filesystem(job)
+        elif job["uid"] is not None and hidden_ancestors(job["expose"] + [job["scratch"]]):
+            raise SetupError("Python is not readable by a throwaway uid and there are no "
+                             "mount namespaces to expose it")
+        supervise_child(namespaced, job["limits"]["cpu_s"])
+        os.chdir(job["scratch"])
+        restrict(job, nproc)
+    except (SetupError, OSError) as error:
+        emit('"setup_error": ' + json.dumps(str(error)))
+        os._exit(3)
+    run(job, emit)
+
+
+def make_emitter(fd, key):
+    """A function writing one result record: `<mac> {fields}`. The MAC (keyed BLAKE2b) is what
+    the parent checks; the key lives only in this closure and never goes down any fd. Every
+    callable here is bound now, before program code runs, so patching modules cannot reach it."""
+    write, mac = os.write, blake2b
+
+    def emit(fields):
+        text = ("{" + fields + "}").encode()
+        write(fd, mac(text, key=key, digest_size=16).hexdigest().encode() + b" " + text + b"\n")
+    return emit
+
+
+def describe(error, str=str, type=type, BaseException=BaseException):
+    """(type name, message) of an exception raised by program code, defensively."""
+    try:
+        return str(type(error).__name__), str(error)[:300]
+    except BaseException:
+        return "Exception", ""
+
+
+def run(job, emit, exec=exec, compile=compile, eval=eval, enumerate=enumerate,
+        BaseException=BaseException, dumps=json.dumps, describe=describe, _import=__import__,
+        _exit=os._exit, encode=encode, TypeError=TypeError, ValueError=ValueError,
+        RecursionError=RecursionError):
+    """Run the program, the setup and the tests; report; exit. The keyword defaults bind every
+    name this uses before program code runs: a program that patches builtins or this module's
+    globals cannot change what the loop below does (only the values it reports)."""
+    pristine = dict(builtins.__dict__)  # before the program can change builtins
+    entry_point = job["entry_point"]
+    install_guards(job["scratch"])
+    namespace = {"__name__": "__main__", "__builtins__": builtins}
+    for stage in ("program", "setup"):
+        try:
+            exec(compile(job[stage], "<" + stage + ">", "exec"), namespace)
+        except BaseException as error:
+            kind, message = describe(error)
+            emit('"stage": ' + dumps(stage) + ', "error": ' + dumps(kind) + ', "message": '
+                 + dumps(message))
+            _exit(0)
+    for index, test in enumerate(job["tests"]):
+        if "code" in test:
+            # The program's names, but not ones shadowing builtins (`def abs(x): return 0`).
+            scope = {name: value for name, value in namespace.items()
+                     if name not in pristine or name == entry_point}
+            scope["__builtins__"] = pristine
+            try:
+                exec(compile(test["code"], "<test>", "exec"), scope)
+            except BaseException as error:
+                kind, message = describe(error)
+                emit('"test": %d, "error": ' % index + dumps(kind) + ', "message": '
+                     + dumps(message))
+                _exit(0)
+            else:
+                emit('"test": %d, "ok": true' % index)
+            continue
+        for number, probe in enumerate(test["probes"]):
+            head = '"probe": [%d, %d], ' % (index, number)
+            scope = {"__builtins__": pristine}
+            try:
+                for name in probe["modules"]:
+                    scope[name] = _import(name)
+                for name in probe["names"]:
+                    if name in namespace:
+                        scope[name] = namespace[name]
+                value = eval(probe["expr"], scope)
+            except BaseException as error:
+                kind, message = describe(error)
+                emit(head + '"error": ' + dumps(kind) + ', "message": ' + dumps(message))
+                continue
+            try:
+                text = dumps(encode(value))
+            except (TypeError, ValueError, RecursionError) as error:
+                emit(head + '"unsupported": ' + dumps(describe(error)[1][:100]))
+                continue
+            except BaseException as error:  # e.g. MemoryError while encoding
+                emit(head + '"error": ' + dumps(describe(error)[0]) + ', "message": ""')
+                continue
+            emit(head + '"value": ' + text)
+    emit('"done": true')
+    _exit(0)  # no atexit handlers, no flushing of whatever the program made of stdout
+
+
+main()
+'''
