@@ -153,7 +153,8 @@ def control_config(cfg: AlignConfig) -> SftConfig:
                      learning_rate=cfg.learning_rate, warmup_ratio=cfg.warmup_ratio,
                      batch_size=cfg.batch_size, max_length=cfg.max_length,
                      logging_steps=cfg.logging_steps,
-                     gradient_checkpointing=cfg.gradient_checkpointing, seed=cfg.seed)
+                     gradient_checkpointing=cfg.gradient_checkpointing, seed=cfg.seed,
+                     accuracy_every=0.0, stop_at_accuracy=0.0)  # exactly the budget, no probe
 
 
 def _pair_dataset(pairs: Sequence[dict]) -> Dataset:

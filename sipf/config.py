@@ -121,7 +121,7 @@ class ModelConfig:
 # ----------------------------------------------------------------------------- sft
 @dataclass(frozen=True)
 class SftConfig:
-    epochs: float = _help("Passes over the gold training set.", 6.0)
+    epochs: float = _help("Passes over the gold training set (at most, with the stop rule).", 8.0)
     max_steps: int = _help("Stop after this many optimizer steps (0 = use epochs).", 0)
     learning_rate: float = _help("Peak learning rate (cosine schedule).", 3e-3)
     warmup_ratio: float = _help("Fraction of steps spent warming up.", 0.03)
@@ -135,7 +135,7 @@ class SftConfig:
                                          "memory on big models, costs ~30% time.", False)
     accuracy_every: float = _help("Every this many epochs, log greedy accuracy on the first "
                                   "`accuracy_limit` questions of each test split (the curve "
-                                  "that shows whether SFT has plateaued; 0 = off).", 1.0)
+                                  "that shows whether SFT has plateaued; 0 = off).", 0.5)
     accuracy_limit: int = _help("Questions per split in each accuracy probe.", 100)
     accuracy_max_new_tokens: int = _help("Token limit of each probe answer (its own param, so "
                                          "changing evaluate's does not retrain SFT).", 320)
@@ -144,10 +144,10 @@ class SftConfig:
                                     "(0 = run all epochs). A from-scratch model learns arith in "
                                     "a jump whose timing moves with the seed; stopping on a "
                                     "validation target lands M0 in the band whatever the seed.",
-                                    0.0)
+                                    0.45)
     stop_check_every: float = _help("Epochs between the stop rule's checks (validation "
                                     "questions only; the test-split curve keeps "
-                                    "`accuracy_every`).", 0.25)
+                                    "`accuracy_every`).", 0.5)
     val_questions: int = _help("Training questions held out of SFT as the validation split "
                                "that `stop_at_accuracy` reads (the last ones; only when it is "
                                "on).", 100)

@@ -24,7 +24,7 @@ def tiny_params(path: Path, **overrides: dict) -> Path:
         "prepare": {"arith": {"n_train": 48, "n_test": 6, "n_ood": 4}},
         "model": {"scratch": TINY_ARCH},
         "sft": {"max_steps": 6, "batch_size": 8, "logging_steps": 2, "learning_rate": 0.01,
-                "accuracy_every": 0.5, "accuracy_limit": 3},
+                "accuracy_every": 0.5, "accuracy_limit": 3, "stop_at_accuracy": 0.0},
         "evaluate": {"batch_size": 4, "max_new_tokens": 24},
     }
     for section, values in overrides.items():

@@ -19,7 +19,7 @@ PROMPTS = [f"Q: {r.question}\nA:\n" for r in RECORDS]
 
 
 def test_hold_out_keeps_everything_when_the_stop_rule_is_off():
-    (train, prompts), val = sft.hold_out(RECORDS, PROMPTS, SftConfig(val_questions=3))
+    (train, prompts), val = sft.hold_out(RECORDS, PROMPTS, SftConfig(stop_at_accuracy=0.0, val_questions=3))
     assert list(train) == RECORDS and list(prompts) == PROMPTS and val is None
 
 

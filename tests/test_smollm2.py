@@ -43,7 +43,7 @@ SMOKE = {  # one iteration, sized for a CPU: 20 GSM8K questions, small quotas, K
     "prepare": {"train_limit": 20, "test_limit": 5,
                 "gsm8k": {"source": str(SHARED / "gsm8k"),
                           "ood_path": str(SHARED / "mmlu" / "mmlu_math_354.jsonl")}},
-    "sft": {"max_steps": 2, "batch_size": 4, "accuracy_every": 0},
+    "sft": {"max_steps": 2, "batch_size": 4, "accuracy_every": 0, "stop_at_accuracy": 0.0},
     "sample": {"question_limit": 20, "n_correct": 2, "n_wrong": 2, "per_round": 4,
                "max_new_tokens": 200, "batch_size": 40},
     "simulate": {"k": 2, "max_paths": 6, "max_new_tokens": 200, "batch_size": 40},
