@@ -51,9 +51,10 @@ class AlignConfig:
     epochs: float = field(default=2.0, metadata={"help": "Passes over the preference pairs."})
     max_steps: int = field(default=0, metadata={
         "help": "Stop after this many optimizer steps (0 = use epochs); for smoke runs."})
-    learning_rate: float = field(default=1e-4, metadata={
-        "help": "Peak learning rate, linear decay (the paper: 8e-5 for LoRA on 1-2B models; "
-                "on the from-scratch default 1e-4 kept 68.7% where 1e-3 fell to 56.7%)."})
+    learning_rate: float = field(default=1e-3, metadata={
+        "help": "Peak learning rate, linear decay (the paper: 8e-5 for LoRA on 1-2B models). "
+                "On the from-scratch default, whose M0 stops mid-schedule, 1e-3 moved seed 0 "
+                "from 59.0% to 66.0% after iteration 1 where 1e-4 barely moves it."})
     warmup_ratio: float = field(default=0.1, metadata={
         "help": "Fraction of steps spent warming up."})
     max_grad_norm: float = field(default=0.3, metadata={"help": "Gradient clipping norm."})

@@ -235,6 +235,23 @@ def step_accuracy(scores: Sequence[Sequence[float]], labels: Sequence[Sequence[f
 
 
 # ----------------------------------------------------------------------------- model
+def ranking_accuracy(question_ids: Sequence[Any], outcomes: Sequence[bool],
+                     rewards: Sequence[float]) -> float | None:
+    """Over every (right, wrong) pair of paths of the same question, the fraction whose right
+    path has the higher reward (ties count half): what the pairs need from a reward model, and
+    0.5 for one that cannot tell. None when no question has both a right and a wrong path."""
+    by_question: dict[Any, tuple[list[float], list[float]]] = {}
+    for question, outcome, reward in zip(question_ids, outcomes, rewards):
+        by_question.setdefault(question, ([], []))[0 if outcome else 1].append(reward)
+    pairs = wins = 0.0
+    for right, wrong in by_question.values():
+        for r in right:
+            for w in wrong:
+                pairs += 1
+                wins += 1.0 if r > w else 0.5 if r == w else 0.0
+    return wins / pairs if pairs else None
+
+
 def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return 0 if pad is None else pad

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from sipf.config import load_params, prm_prompt_style
-from sipf.prm import aggregate, load_prm, score_steps, step_accuracy
+from sipf.prm import aggregate, load_prm, ranking_accuracy, score_steps, step_accuracy
 from sipf.storage import read_parquet, write_json, write_parquet
 from sipf.tasks import arith
 from stages.common import data_dir, loop_stage, metrics_dir, model_dir, train_records_by_id
@@ -27,7 +27,10 @@ def main(params_path: str, k: int) -> None:
     rows = [{"question_id": p["question_id"], "path_id": p["path_id"], "text": p["text"],
              "outcome": p["outcome"], "step_scores": s, "reward": aggregate(s, cfg.aggregate),
              "iteration": k} for p, s in zip(paths, scores)]
-    metrics: dict = {"paths": len(rows), "aggregate": cfg.aggregate}
+    metrics: dict = {"paths": len(rows), "aggregate": cfg.aggregate,
+                     "right_above_wrong": ranking_accuracy(
+                         [r["question_id"] for r in rows], [r["outcome"] for r in rows],
+                         [r["reward"] for r in rows])}
     if params.prepare.task == "arith":
         oracle = [[float(x) for x in arith.step_labels(records[p["question_id"]], s)]
                   for p, s in zip(paths, steps)]

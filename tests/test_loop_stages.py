@@ -91,8 +91,9 @@ def test_prm_scores_and_pairs(iteration):
     scores = pq.read_table(root / "data/it1/scores.parquet").to_pylist()
     assert len(scores) == 16
     assert all(len(s["step_scores"]) >= 1 and 0.0 <= s["reward"] <= 1.0 for s in scores)
-    assert "prm_step_accuracy_vs_oracle" in json.loads((root / "metrics/it1/score.json")
-                                                       .read_text())
+    score = json.loads((root / "metrics/it1/score.json").read_text())
+    assert "prm_step_accuracy_vs_oracle" in score
+    assert 0.0 <= score["right_above_wrong"] <= 1.0  # every question has a right and a wrong
     pairs = pq.read_table(root / "data/it1/prefs.parquet").to_pylist()
     assert pairs and all(p["chosen_reward"] - p["rejected_reward"] >= 1e-9 for p in pairs)
     assert all(p["iteration"] == 1 and p["prompt"].startswith("Q: ") for p in pairs)

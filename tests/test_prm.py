@@ -17,6 +17,7 @@ from sipf.errors import ConfigError, DataError
 from sipf.models import save_policy
 from sipf.prm import (PrmCollator, PrmConfig, PrmTrainer, _BestEpoch, aggregate, build_examples,
                       closing_token_positions, encode, format_path, load_prm, prm_loss,
+                      ranking_accuracy,
                       score_steps, split_questions, step_accuracy, train_prm)
 from tests.helpers import tiny_model
 
@@ -318,3 +319,12 @@ def test_prm_input_is_the_method_format_or_the_policy_prompt() -> None:
     for text, ends in ((method, closing), (prompted, prompted_closing)):
         assert [text[i] for i in ends] == ["\n"] * len(STEPS)
         assert text[ends[0] - len(STEPS[0]):ends[0]] == STEPS[0]
+
+
+def test_ranking_accuracy_counts_right_over_wrong_pairs_within_a_question():
+    # q1: right 0.9 vs wrong 0.5 and 0.9 (a win and a tie); q2 has no wrong path; q3: a loss.
+    questions = ["q1", "q1", "q1", "q2", "q3", "q3"]
+    outcomes = [True, False, False, True, True, False]
+    rewards = [0.9, 0.5, 0.9, 0.1, 0.2, 0.7]
+    assert ranking_accuracy(questions, outcomes, rewards) == pytest.approx((1 + 0.5 + 0) / 3)
+    assert ranking_accuracy(["q"], [True], [0.3]) is None
