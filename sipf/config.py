@@ -140,8 +140,8 @@ class SftConfig:
     accuracy_max_new_tokens: int = _help("Token limit of each probe answer (its own param, so "
                                          "changing evaluate's does not retrain SFT).", 320)
     stop_at_accuracy: float = _help("Stop once greedy accuracy on the `val_questions` held-out "
-                                    "training questions reaches this, checked at every probe "
-                                    "(0 = run all epochs). A from-scratch model learns arith in "
+                                    "training questions reaches this, checked every "
+                                    "`stop_check_every` epochs (0 = run all epochs). A from-scratch model learns arith in "
                                     "a jump whose timing moves with the seed; stopping on a "
                                     "validation target lands M0 in the band whatever the seed.",
                                     0.45)

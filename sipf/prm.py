@@ -234,7 +234,6 @@ def step_accuracy(scores: Sequence[Sequence[float]], labels: Sequence[Sequence[f
     return sum((s > 0.5) == (y > 0.5) for s, y in pairs) / len(pairs)
 
 
-# ----------------------------------------------------------------------------- model
 def ranking_accuracy(question_ids: Sequence[Any], outcomes: Sequence[bool],
                      rewards: Sequence[float]) -> float | None:
     """Over every (right, wrong) pair of paths of the same question, the fraction whose right
@@ -252,6 +251,7 @@ def ranking_accuracy(question_ids: Sequence[Any], outcomes: Sequence[bool],
     return wins / pairs if pairs else None
 
 
+# ----------------------------------------------------------------------------- model
 def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return 0 if pad is None else pad

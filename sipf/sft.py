@@ -93,7 +93,7 @@ def hold_out(records: Sequence[MathRecord], prompts: Sequence[str], cfg: SftConf
         return (records, prompts), None
     if len(records) <= cfg.val_questions:
         raise ConfigError(f"sft.val_questions: {cfg.val_questions} held out of "
-                         f"{len(records)} training questions leaves none to train on")
+                          f"{len(records)} training questions leaves none to train on")
     cut = len(records) - cfg.val_questions
     return (records[:cut], prompts[:cut]), (records[cut:], prompts[cut:])
 

@@ -20,15 +20,18 @@ def main(params_path: str, k: int, policy: str) -> None:
     cfg = params.sample
     seed_everything(cfg.seed + k)
     records, prompts = read_split("train")  # sample_paths applies sample.question_limit
+    # D_{k-1} is read before sampling, so a missing or broken pool fails in seconds, not after.
+    previous = (read_parquet(data_dir(k - 1) / "samples.parquet",
+                             required=("question_id", "steps"))
+                if cfg.grow_pool and k > 1 else None)
     generator = HFGenerator(load_policy(policy, BASE, params.model, merged=True), load_tokenizer(BASE),
                             batch_size=cfg.batch_size)
     rows, report = sample_paths(generator, records, prompts, cfg, k, generator_name=policy,
                                 stop=stop_strings(params.prepare.prompt_style))
     summary = report.summary()
     summary["new_paths"] = len(rows)
-    if cfg.grow_pool and k > 1:
-        rows = grow_pool(read_parquet(data_dir(k - 1) / "samples.parquet",
-                                      required=("question_id", "steps")), rows)
+    if previous is not None:
+        rows = grow_pool(previous, rows)
     summary["pool_paths"] = len(rows)
     write_parquet(rows, data_dir(k) / "samples.parquet")
     write_json(summary, metrics_dir(k) / "sample.json")
