@@ -50,6 +50,13 @@ def test_extract_strips_an_opening_fence_and_keeps_body_indentation():
     assert extract_program("x = 1\n```python\ny = 2") == "x = 1"
 
 
+def test_extraction_is_idempotent():
+    for text in ["```python\ndef f():\n    return 1\n```\nmore", "    return 1\nassert f()",
+                 "\n\n    x = 1\n\n", "print(1)", ""]:
+        once = extract_program(text)
+        assert extract_program(once) == once
+
+
 def test_generation_stop_strings_cut_where_extraction_cuts():
     texts = ["def f(x):\n    return x\nassert f(1) == 1\n",
              "def f(x):\n    print(x)\nprint(f(1))",
