@@ -115,13 +115,14 @@ class CodeDeduper:
     checked against all kept programs at once; only the survivors need the edit distance.
     """
 
-    kept: list[str] = field(default_factory=list)  # raw programs, in the order kept
-    comparisons: int = 0  # pairs that needed the edit distance itself (for benchmarks)
-    _texts: list[str] = field(default_factory=list, repr=False)
-    _masks: list[dict[str, int]] = field(default_factory=list, repr=False)
+    kept: list[str] = field(default_factory=list, init=False)  # raw programs, in order kept
+    comparisons: int = field(default=0, init=False)  # pairs that needed the edit distance
+    _texts: list[str] = field(default_factory=list, init=False, repr=False)
+    _masks: list[dict[str, int]] = field(default_factory=list, init=False, repr=False)
     _counts: np.ndarray = field(default_factory=lambda: np.zeros((16, _ALPHABET), np.int32),
-                                repr=False)
-    _lengths: np.ndarray = field(default_factory=lambda: np.zeros(16, np.int64), repr=False)
+                                init=False, repr=False)
+    _lengths: np.ndarray = field(default_factory=lambda: np.zeros(16, np.int64), init=False,
+                                 repr=False)
 
     @classmethod
     def of(cls, programs: Iterable[str]) -> CodeDeduper:
