@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+if TYPE_CHECKING:  # torch and transformers load in seconds: only stages that generate pay
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,13 @@ class HFGenerator:
         self.tokenizer.padding_side = "left"
         self.batch_size = batch_size
 
-    @torch.inference_mode()
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
+        import torch
+
+        with torch.inference_mode():
+            return self._generate(prompts, params)
+
+    def _generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
         jobs = [(p, k) for p in range(len(prompts)) for k in range(params.n)]
         lengths = [len(self.tokenizer(prompts[p])["input_ids"]) for p in range(len(prompts))]
         jobs.sort(key=lambda job: (-lengths[job[0]], job))
@@ -76,6 +81,8 @@ class HFGenerator:
 
     def _generate_batch(self, prompts: list[str], params: SamplingParams,
                         seed: int) -> list[Completion]:
+        import torch
+
         device = self.model.device
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True,
                                  add_special_tokens=False).to(device)
