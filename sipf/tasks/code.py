@@ -15,9 +15,10 @@ HumanEval the imports, helper functions and the ``def`` line, so the model write
 A completion is turned into the program that is judged by :meth:`CodeRecord.program`:
 ``record.prefix + extract_program(completion)``. ``prefix`` is empty for MBPP and, for
 HumanEval, the problem's original prompt, exactly what OpenAI's harness puts in front of a
-completion, so a verdict here is the harness's verdict on the same program.
+completion: both judge the same program.
 
-A step is one non-empty line of the program (method.md, Notation).
+A step is one non-empty line of the program (method.md, Notation): split the *extracted
+completion* (what the model wrote), not ``program(...)``, whose HumanEval prefix is prompt.
 """
 
 from __future__ import annotations
