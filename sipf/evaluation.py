@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sipf.generation import Generator, SamplingParams
-from sipf.tasks.base import MathRecord, answers_match, extract_answer
+from sipf.tasks.kinds import MathKind, Question, TaskKind
 
 
 @dataclass(frozen=True)
@@ -18,19 +18,22 @@ class SplitResult:
     mean_new_tokens: float
 
 
-def evaluate_split(generator: Generator, records: Sequence[MathRecord], prompts: Sequence[str],
-                   split: str, params: SamplingParams) -> tuple[SplitResult, list[dict]]:
-    """Accuracy on ``records`` and one prediction row per question."""
+def evaluate_split(generator: Generator, records: Sequence[Question], prompts: Sequence[str],
+                   split: str, params: SamplingParams, kind: TaskKind = MathKind()
+                   ) -> tuple[SplitResult, list[dict]]:
+    """Accuracy (code: greedy pass@1) on ``records`` and one prediction row per question;
+    ``predicted_answer`` is the extracted number, or for code the sandbox's verdict."""
     if params.temperature != 0 or params.n != 1:
         raise ValueError("evaluation decodes greedily, one completion per question")
     outputs = generator.generate(list(prompts), params)
+    verdicts = kind.judge(records, [completion.text for (completion,) in outputs])
     rows = []
-    for record, prompt, (completion,) in zip(records, prompts, outputs):
-        predicted = extract_answer(completion.text)
+    for record, prompt, (completion,), (correct, predicted) in zip(records, prompts, outputs,
+                                                                    verdicts):
         rows.append({"split": split, "id": record.id, "question": record.question,
                      "prompt": prompt, "gold_answer": record.answer, "completion": completion.text,
                      "predicted_answer": predicted,
-                     "correct": answers_match(predicted, record.answer),
+                     "correct": correct,
                      "new_tokens": completion.num_tokens})
     correct = sum(row["correct"] for row in rows)
     total = len(rows)

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 from sipf.errors import ConfigError
 from sipf.generation import Generator, SamplingParams
-from sipf.tasks.base import (MathRecord, annotation_holds, annotations, answers_match,
-                             extract_answer, split_steps)
+from sipf.tasks.base import annotation_holds, annotations
+from sipf.tasks.kinds import MathKind, Question, TaskKind, equation_key  # noqa: F401 (re-export)
 
 
 # ----------------------------------------------------------------------------- config
@@ -96,19 +96,6 @@ def quota_for_iteration(n: int, iteration: int) -> int:
     return n
 
 
-def equation_key(steps: Sequence[str]) -> tuple[str, ...]:
-    """The path's equations in order, whitespace removed: two paths that compute the same
-    things the same way are one path, however the prose around them differs.
-
-    A path without a single ``<<expr=value>>`` annotation (what most pretrained SLMs write)
-    is keyed by its whitespace-normalised steps instead: otherwise every such path of a
-    question would share the empty key and all but one would be dropped.
-    """
-    equations = tuple("".join(f"{expr}={value}".split())
-                      for step in steps for expr, value in annotations(step))
-    return equations or ("<no annotations>", *(" ".join(step.split()) for step in steps))
-
-
 def annotations_hold(steps: Sequence[str]) -> bool:
     """Every ``<<expr=value>>`` in the path is true arithmetic (vacuously true with none)."""
     return all(annotation_holds(expr, value)
@@ -167,15 +154,16 @@ class SamplingReport:
         }
 
 
-def sample_paths(generator: Generator, records: Sequence[MathRecord], prompts: Sequence[str],
+def sample_paths(generator: Generator, records: Sequence[Question], prompts: Sequence[str],
                  cfg: SampleConfig, iteration: int, generator_name: str, *,
-                 stop: Sequence[str] = (),
+                 stop: Sequence[str] = (), kind: TaskKind = MathKind(),
                  clock: Callable[[], float] = time.perf_counter,
                  ) -> tuple[list[dict], SamplingReport]:
     """Distinct correct and wrong paths for each question, and what it took to get them.
 
     ``prompts[i]`` is the policy prompt of ``records[i]``; ``stop`` the prompt style's stop
-    strings; ``clock`` is only replaced by tests. Rows come question by question, each
+    strings; ``kind`` splits, judges and deduplicates (math or code); ``clock`` is only
+    replaced by tests. Rows come question by question, each
     question's paths in generation order. Deterministic for fixed inputs unless
     ``cfg.max_seconds_per_question`` is set.
     """
@@ -187,7 +175,7 @@ def sample_paths(generator: Generator, records: Sequence[MathRecord], prompts: S
                             quota_for_iteration(cfg.n_wrong, iteration),
                             [QuestionStats(record.id) for record in records])
     kept: list[list[_Path]] = [[] for _ in records]
-    seen: list[set[tuple[str, ...]]] = [set() for _ in records]
+    dedupers = [kind.deduper() for _ in records]
 
     def unfinished(i: int) -> bool:
         stats = report.questions[i]
@@ -207,14 +195,21 @@ def sample_paths(generator: Generator, records: Sequence[MathRecord], prompts: S
         # A question's share of the round's time is its share of the generated tokens.
         tokens = [sum(c.num_tokens for c in completions) for completions in outputs]
         total = sum(tokens)
+        new: list[tuple[int, str, list[str]]] = []  # valid, distinct samples of the round
         for i, completions, n_tokens in zip(active, outputs, tokens):
             stats = report.questions[i]
             stats.rounds += 1
             stats.attempts += len(completions)
             stats.seconds += elapsed * (n_tokens / total if total else 1 / len(active))
             for completion in completions:
-                _consider(completion.text, records[i], stats, kept[i], seen[i], report,
-                          cfg.drop_false_annotations)
+                steps = _screen(completion.text, kind, stats, dedupers[i],
+                                cfg.drop_false_annotations)
+                if steps is not None:
+                    new.append((i, completion.text, steps))
+        # One judge call per round: a sandbox judges the round's programs in parallel.
+        verdicts = kind.judge([records[i] for i, _, _ in new], [text for _, text, _ in new])
+        for (i, text, steps), (outcome, answer) in zip(new, verdicts):
+            _keep(text, steps, answer, outcome, report.questions[i], kept[i], report)
 
     rows = []
     for record, paths in zip(records, kept):
@@ -225,34 +220,40 @@ def sample_paths(generator: Generator, records: Sequence[MathRecord], prompts: S
     return rows, report
 
 
-def grow_pool(previous: Sequence[dict], fresh: Sequence[dict]) -> list[dict]:
-    """``D_k = D_{k-1} ∪ Sample(M_{k-1})``: the earlier pool, then every fresh path whose
-    equations are new for its question (the same dedup rule as within one iteration)."""
-    seen = {(row["question_id"], equation_key(row["steps"])) for row in previous}
+def grow_pool(previous: Sequence[dict], fresh: Sequence[dict],
+              kind: TaskKind = MathKind()) -> list[dict]:
+    """``D_k = D_{k-1} ∪ Sample(M_{k-1})``: the earlier pool, then every fresh path that is
+    new for its question (the same dedup rule as within one iteration)."""
+    earlier: dict[str, list[Sequence[str]]] = {}
+    for row in previous:
+        earlier.setdefault(row["question_id"], []).append(row["steps"])
+    dedupers: dict[str, object] = {}
     pool = list(previous)
     for row in fresh:
-        key = (row["question_id"], equation_key(row["steps"]))
-        if key not in seen:
-            seen.add(key)
+        qid = row["question_id"]
+        if qid not in dedupers:
+            dedupers[qid] = kind.deduper(earlier.get(qid, ()))
+        if dedupers[qid].add(row["steps"]):  # type: ignore[attr-defined]
             pool.append(row)
     return pool
 
 
-def _consider(text: str, record: MathRecord, stats: QuestionStats, kept: list[_Path],
-              seen: set[tuple[str, ...]], report: SamplingReport,
-              drop_false_annotations: bool) -> None:
-    """Keep one sample if it is valid, new, and its outcome's quota is not yet full."""
-    steps = split_steps(text)
+def _screen(text: str, kind: TaskKind, stats: QuestionStats, deduper: object,
+            drop_false_annotations: bool) -> list[str] | None:
+    """The sample's steps if it is valid and not a duplicate of an earlier one, else None."""
+    steps = kind.steps(text)
     if not steps or (drop_false_annotations and not annotations_hold(steps)):
         stats.invalid += 1
-        return
-    key = equation_key(steps)
-    if key in seen:
+        return None
+    if not deduper.add(steps):  # type: ignore[attr-defined]
         stats.duplicates += 1
-        return
-    seen.add(key)
-    answer = extract_answer(text)
-    outcome = answers_match(answer, record.answer)
+        return None
+    return steps
+
+
+def _keep(text: str, steps: list[str], answer: str | None, outcome: bool, stats: QuestionStats,
+          kept: list[_Path], report: SamplingReport) -> None:
+    """Keep a judged sample if its outcome's quota is not yet full."""
     if outcome and stats.correct < report.quota_correct:
         stats.correct += 1
     elif not outcome and stats.wrong < report.quota_wrong:

@@ -20,6 +20,7 @@ from sipf.errors import ConfigError
 from sipf.evaluation import evaluate_split
 from sipf.generation import HFGenerator, SamplingParams
 from sipf.tasks.base import MathRecord
+from sipf.tasks.kinds import MathKind, TaskKind
 
 Probe = tuple[Sequence[MathRecord], Sequence[str]]  # records and their prompts
 VAL_SPLIT = "val"  # training questions held out of SFT; the stop rule reads this probe only
@@ -31,12 +32,14 @@ class AccuracyCurve(TrainerCallback):
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, probes: Mapping[str, Probe],
                  every_steps: int, sampling: SamplingParams, batch_size: int = 64,
-                 live: Any = None, stop_at: float = 0.0, check_steps: int = 0) -> None:
+                 live: Any = None, stop_at: float = 0.0, check_steps: int = 0,
+                 kind: TaskKind = MathKind()) -> None:
         self.tokenizer, self.probes, self.every_steps = tokenizer, probes, every_steps
         self.sampling, self.batch_size, self.live = sampling, batch_size, live
         # The stop rule: the VAL_SPLIT probe alone, every check_steps, until it reaches stop_at
         # (0 = never). Checked more often than the curve, so the jump is caught early.
         self.stop_at, self.check_steps = stop_at, check_steps
+        self.kind = kind
         self.curve: list[dict] = []
 
     def _due(self, step: int, last: bool) -> list[str]:
@@ -54,7 +57,8 @@ class AccuracyCurve(TrainerCallback):
         generator = HFGenerator(model, self.tokenizer, batch_size=self.batch_size)
         for split in due:
             records, prompts = self.probes[split]
-            result, _ = evaluate_split(generator, records, prompts, split, self.sampling)
+            result, _ = evaluate_split(generator, records, prompts, split, self.sampling,
+                                       self.kind)
             point[split] = result.accuracy
             if self.live is not None:
                 self.live.log_metric(f"accuracy/{split}", result.accuracy)
@@ -69,7 +73,7 @@ class AccuracyCurve(TrainerCallback):
 
 def accuracy_curve(tokenizer: PreTrainedTokenizerBase, probes: Mapping[str, Probe],
                    examples: int, cfg: SftConfig, sampling: SamplingParams,
-                   batch_size: int = 64) -> AccuracyCurve | None:
+                   batch_size: int = 64, kind: TaskKind = MathKind()) -> AccuracyCurve | None:
     """The probe ``cfg.accuracy_every`` asks for over ``examples`` training examples (None
     when it is off), on the first ``cfg.accuracy_limit`` questions of each probe split."""
     if cfg.accuracy_every <= 0 or not probes:
@@ -82,7 +86,7 @@ def accuracy_curve(tokenizer: PreTrainedTokenizerBase, probes: Mapping[str, Prob
     if cfg.stop_at_accuracy and VAL_SPLIT not in probes:
         raise ConfigError(f"sft.stop_at_accuracy needs a '{VAL_SPLIT}' probe split")
     return AccuracyCurve(tokenizer, limited, every, sampling, batch_size,
-                         stop_at=cfg.stop_at_accuracy, check_steps=check)
+                         stop_at=cfg.stop_at_accuracy, check_steps=check, kind=kind)
 
 
 def hold_out(records: Sequence[MathRecord], prompts: Sequence[str], cfg: SftConfig

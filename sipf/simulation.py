@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sipf.errors import ConfigError
 from sipf.generation import Generator, SamplingParams
-from sipf.tasks.base import MathRecord, answers_match, extract_answer
+from sipf.tasks.kinds import MathKind, Question, TaskKind
 
 
 # ----------------------------------------------------------------------------- config
@@ -85,9 +85,10 @@ def prefix_prompt(prompt: str, steps: Sequence[str], j: int) -> str:
 
 
 # ----------------------------------------------------------------------------- simulation
-def simulate(generator: Generator, paths: Sequence[dict], records_by_id: Mapping[str, MathRecord],
+def simulate(generator: Generator, paths: Sequence[dict], records_by_id: Mapping[str, Question],
              prompts_by_id: Mapping[str, str], cfg: SimulateConfig, *,
-             stop: Sequence[str] = ()) -> tuple[list[dict], list[dict]]:
+             stop: Sequence[str] = (), kind: TaskKind = MathKind()
+             ) -> tuple[list[dict], list[dict]]:
     """Rollout rows and step-label rows for every step of ``paths`` (rows of
     :func:`sipf.sampling.sample_paths`; pass them through :func:`select_paths` first).
 
@@ -108,14 +109,18 @@ def simulate(generator: Generator, paths: Sequence[dict], records_by_id: Mapping
                             top_p=cfg.top_p, n=cfg.k, seed=cfg.seed, stop=tuple(stop))
     outputs = generator.generate(list(prompt_index), params)
 
+    # Every rollout judged in one call (math: the continuation's answer; code: the program
+    # of prefix + continuation, run in the sandbox's worker pool).
+    judged = kind.judge(
+        [records_by_id[path["question_id"]] for path, _, index in jobs for _ in outputs[index]],
+        [kind.rollout_text(path["steps"][:j + 1], completion.text)
+         for path, j, index in jobs for completion in outputs[index]])
+    verdicts = iter(judged)
     rollouts, labels = [], []
     for path, j, index in jobs:
-        gold = records_by_id[path["question_id"]].answer
         n_correct = 0
         for t, completion in enumerate(outputs[index]):
-            # The prefix holds steps only, so the answer can only be in the continuation.
-            answer = extract_answer(completion.text)
-            correct = answers_match(answer, gold)
+            correct, answer = next(verdicts)
             n_correct += correct
             rollouts.append({"path_id": path["path_id"], "question_id": path["question_id"],
                              "step_index": j, "rollout_index": t, "completion": completion.text,

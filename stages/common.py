@@ -13,6 +13,7 @@ import click
 from sipf.errors import ConfigError, DataError
 from sipf.storage import read_parquet
 from sipf.tasks.base import MathRecord
+from sipf.tasks.kinds import CodeQuestion, Question
 
 params_option = click.option("--params", "params_path", default="params.yaml", show_default=True,
                              type=click.Path(dir_okay=False), help="The params file to read.")
@@ -46,10 +47,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def read_split(split: str, prepared: Path = PREPARED) -> tuple[list[MathRecord], list[str]]:
-    """Records and their formatted prompts of one prepared split."""
+def read_split(split: str, prepared: Path = PREPARED) -> tuple[list[Question], list[str]]:
+    """Records and their formatted prompts of one prepared split (code tasks carry a
+    ``code`` column and come back as CodeQuestion)."""
     rows = read_parquet(prepared / f"{split}.parquet", required=RECORD_COLUMNS)
-    records = [MathRecord(r["id"], r["question"], r["answer"], r["solution"]) for r in rows]
+    records: list[Question] = [
+        CodeQuestion.from_row(r) if r.get("code") else
+        MathRecord(r["id"], r["question"], r["answer"], r["solution"]) for r in rows]
     return records, [r["prompt"] for r in rows]
 
 
@@ -73,7 +77,7 @@ def model_dir(k: int) -> Path:
     return Path(f"models/it{k}")
 
 
-def train_records_by_id() -> tuple[dict[str, MathRecord], dict[str, str]]:
+def train_records_by_id() -> tuple[dict[str, Question], dict[str, str]]:
     records, prompts = read_split("train")
     return {r.id: r for r in records}, {r.id: p for r, p in zip(records, prompts)}
 

@@ -13,6 +13,7 @@ from sipf.evaluation import evaluate_split
 from sipf.generation import HFGenerator, SamplingParams
 from sipf.models import load_policy, load_tokenizer
 from sipf.storage import write_json, write_parquet
+from sipf.tasks.kinds import task_kind
 from sipf.tasks.prompts import stop_strings
 from stages.common import PREPARED, TEST_SPLITS, clear_errors, params_option, read_split
 
@@ -42,7 +43,8 @@ def main(params_path: str, model_dir: str, name: str, base_dir: str) -> None:
         if cfg.limit:
             records, prompts = records[:cfg.limit], prompts[:cfg.limit]
         started = time.perf_counter()
-        result, rows = evaluate_split(generator, records, prompts, split, sampling)
+        result, rows = evaluate_split(generator, records, prompts, split, sampling,
+                                      task_kind(params.prepare.task))
         seconds = time.perf_counter() - started
         tokens = sum(row["new_tokens"] for row in rows)
         metrics[split] = {**asdict(result), "seconds": round(seconds, 2),

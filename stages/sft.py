@@ -11,6 +11,7 @@ from sipf.models import attach_lora, load_base_model, load_tokenizer, save_polic
 from sipf.generation import SamplingParams
 from sipf.sft import VAL_SPLIT, accuracy_curve, hold_out, train_sft
 from sipf.storage import atomic_path, write_json
+from sipf.tasks.kinds import task_kind
 from sipf.tasks.prompts import stop_strings
 from stages.common import (PREPARED, TEST_SPLITS, clear_errors, params_option, read_split,
                            seed_everything)
@@ -39,7 +40,8 @@ def main(params_path: str, base_dir: str, out: str, live_dir: str) -> None:
         probes = {VAL_SPLIT: val, **probes}
     sampling = SamplingParams(max_new_tokens=params.sft.accuracy_max_new_tokens,
                               stop=stop_strings(params.prepare.prompt_style))
-    curve = accuracy_curve(tokenizer, probes, len(records), params.sft, sampling)
+    curve = accuracy_curve(tokenizer, probes, len(records), params.sft, sampling,
+                           kind=task_kind(params.prepare.task))
     model = train_sft(model, tokenizer, list(prompts), [r.solution for r in records],
                       params.sft, live_dir=Path(live_dir), curve=curve)
     with atomic_path(out, directory=True) as tmp:

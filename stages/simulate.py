@@ -10,6 +10,7 @@ from sipf.models import load_policy, load_simulator, load_tokenizer
 from sipf.simulation import label_agreement, select_paths, simulate
 from sipf.storage import read_parquet, write_json, write_parquet
 from sipf.tasks import arith
+from sipf.tasks.kinds import task_kind
 from sipf.tasks.prompts import stop_strings
 from stages.common import (BASE, data_dir, loop_stage, metrics_dir, seed_everything,
                            train_records_by_id)
@@ -30,7 +31,8 @@ def main(params_path: str, k: int, policy: str) -> None:
     records, prompts = train_records_by_id()
     rollouts, labels = simulate(HFGenerator(model, tokenizer, batch_size=cfg.batch_size), paths,
                                 records, prompts, cfg,
-                                stop=stop_strings(params.prepare.prompt_style))
+                                stop=stop_strings(params.prepare.prompt_style),
+                                kind=task_kind(params.prepare.task))
     metrics: dict = {"paths": len(paths), "steps": len(labels), "rollouts": len(rollouts)}
     if params.prepare.task == "arith":  # the task knows the truth: measure the labels against it
         oracle = {p["path_id"]: arith.step_labels(records[p["question_id"]], list(p["steps"]))

@@ -197,8 +197,9 @@ def test_smoke_with_a_real_tiny_model():
 
 
 def test_false_annotations_can_be_kept_as_wrong_paths():
-    from sipf.sampling import SampleConfig, _consider, SamplingReport, QuestionStats
+    from sipf.sampling import SampleConfig, SamplingReport, QuestionStats, _keep, _screen
     from sipf.tasks.base import MathRecord
+    from sipf.tasks.kinds import MathKind
 
     record = MathRecord("q", "Mia has 5 pens. She gets 3 more pens. How many?", "8",
                         "Mia has 5+3=<<5+3=8>>8 pens.\nThe answer is 8")
@@ -206,7 +207,11 @@ def test_false_annotations_can_be_kept_as_wrong_paths():
     for drop, kept_count in ((True, 0), (False, 1)):
         report = SamplingReport(4, 4, [QuestionStats("q")])
         kept: list = []
-        _consider(slip, record, report.questions[0], kept, set(), report, drop)
+        kind = MathKind()
+        steps = _screen(slip, kind, report.questions[0], kind.deduper(), drop)
+        if steps is not None:
+            (outcome, answer), = kind.judge([record], [slip])
+            _keep(slip, steps, answer, outcome, report.questions[0], kept, report)
         assert len(kept) == kept_count
         assert report.questions[0].invalid == (1 if drop else 0)
     assert SampleConfig().drop_false_annotations is False

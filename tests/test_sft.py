@@ -59,7 +59,7 @@ def test_training_stops_at_the_first_check_whose_val_accuracy_reaches_the_target
     # the third check, and training must stop there, long before max_steps.
     calls = {"val": 0, "test": 0}
 
-    def fake_evaluate(generator, records, prompts, split, params):
+    def fake_evaluate(generator, records, prompts, split, params, kind=None):
         calls[split] += 1
         return SimpleNamespace(accuracy=0.2 * calls["val"] if split == "val" else 0.0), []
 
