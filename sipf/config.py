@@ -202,11 +202,23 @@ class EvaluateConfig:
     batch_size: int = _help("Prompts decoded together.", 64)
     max_new_tokens: int = _help("Longest generated solution in tokens.", 320)
     limit: int = _help("Evaluate the first N questions of each split (0 = all).", 0)
+    pass_k_samples: int = _help("Besides greedy accuracy (pass@1), draw this many samples per "
+                                "question at `pass_k_temperature` and report pass@k for each k "
+                                "in `pass_k` with the unbiased estimator (0 = off).", 0)
+    pass_k_temperature: float = _help("Sampling temperature of the pass@k samples.", 0.8)
+    pass_k: list[int] = _help("The k of pass@k (each <= pass_k_samples).",
+                              factory=lambda: [1, 10])
 
     def __post_init__(self) -> None:
         _at_least("evaluate.batch_size", self.batch_size, 1)
         _at_least("evaluate.max_new_tokens", self.max_new_tokens, 1)
         _at_least("evaluate.limit", self.limit, 0)
+        _at_least("evaluate.pass_k_samples", self.pass_k_samples, 0)
+        if self.pass_k_samples and not all(1 <= k <= self.pass_k_samples for k in self.pass_k):
+            raise ConfigError(f"evaluate.pass_k: every k must be in 1..pass_k_samples "
+                              f"({self.pass_k_samples}), got {self.pass_k}")
+        if self.pass_k_samples and self.pass_k_temperature <= 0:
+            raise ConfigError("evaluate.pass_k_temperature: must be > 0")
 
 
 # ----------------------------------------------------------------------------- loop

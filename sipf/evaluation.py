@@ -9,6 +9,23 @@ from sipf.generation import Generator, SamplingParams
 from sipf.tasks.kinds import MathKind, Question, TaskKind
 
 
+def pass_at_k_split(generator: Generator, records: Sequence[Question], prompts: Sequence[str],
+                    params: SamplingParams, ks: Sequence[int], kind: TaskKind = MathKind()
+                    ) -> dict[str, float]:
+    """``{"pass@k": ...}`` from ``params.n`` samples per question (Chen et al.'s unbiased
+    estimator, averaged over questions)."""
+    from sipf.code_eval import mean_pass_at_k
+
+    if params.temperature <= 0 or params.n < max(ks):
+        raise ValueError(f"pass@k needs sampling and n >= {max(ks)} samples per question")
+    outputs = generator.generate(list(prompts), params)
+    flat = [(record, c.text) for record, completions in zip(records, outputs)
+            for c in completions]
+    verdicts = iter(kind.judge([r for r, _ in flat], [t for _, t in flat]))
+    counts = [(params.n, sum(next(verdicts)[0] for _ in range(params.n))) for _ in outputs]
+    return {f"pass@{k}": mean_pass_at_k(counts, k) for k in ks}
+
+
 @dataclass(frozen=True)
 class SplitResult:
     split: str

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import click
 
 from sipf.config import load_params
-from sipf.evaluation import evaluate_split
+from sipf.evaluation import evaluate_split, pass_at_k_split
 from sipf.generation import HFGenerator, SamplingParams
 from sipf.models import load_policy, load_tokenizer
 from sipf.storage import write_json, write_parquet
@@ -49,6 +49,11 @@ def main(params_path: str, model_dir: str, name: str, base_dir: str) -> None:
         tokens = sum(row["new_tokens"] for row in rows)
         metrics[split] = {**asdict(result), "seconds": round(seconds, 2),
                           "tokens_per_second": round(tokens / seconds, 1) if seconds else 0.0}
+        if cfg.pass_k_samples:
+            metrics[split].update(pass_at_k_split(
+                generator, records, prompts,
+                replace(sampling, temperature=cfg.pass_k_temperature, n=cfg.pass_k_samples,
+                        seed=params.seed), cfg.pass_k, task_kind(params.prepare.task)))
         all_rows.extend(rows)
         click.echo(f"evaluate {name}: {split} {result.correct}/{result.total} = "
                    f"{100 * result.accuracy:.2f}% ({tokens / seconds:.0f} new tokens/s)")

@@ -126,3 +126,16 @@ def test_prepare_mbpp_writes_prompt_variants(shared_data: Path, tmp_path: Path):
     verdicts = CodeKind().judge([first, splits["ood"][0]],
                                 [first.solution, splits["ood"][0].solution])
     assert [ok for ok, _ in verdicts] == [True, True]
+
+
+def test_pass_at_k_counts_passing_samples_per_question():
+    from sipf.evaluation import pass_at_k_split
+
+    # 4 samples per question: the first question gets 1 right program of 4, the second none.
+    generator = ScriptedGenerator([RIGHT, WRONG, WRONG, WRONG, WRONG, WRONG, WRONG, WRONG])
+    other = replace(QUESTION, id="mbpp-1/v1")
+    result = pass_at_k_split(generator, [QUESTION, other], ["A", "B"],
+                             SamplingParams(max_new_tokens=8, temperature=0.8, n=4), [1, 2],
+                             CodeKind())
+    # pass@1 = (1/4 + 0) / 2; pass@2 = (1 - C(3,2)/C(4,2) + 0) / 2 = (1 - 3/6) / 2
+    assert result == pytest.approx({"pass@1": 0.125, "pass@2": 0.25})

@@ -77,6 +77,9 @@ def test_every_preset_yields_valid_params(tmp_path, preset):
     params = load_params(out)
     if preset == "arith":
         assert params == Params()
+    elif preset.endswith("mbpp"):
+        assert params.prepare.task == "mbpp" and params.prepare.prompt_style == "code"
+        assert params.model.lora and params.sample.temperature == 0.7  # the paper's for code
     else:
         assert params.prepare.task == "gsm8k" and params.model.lora
 
