@@ -118,6 +118,23 @@ def test_unusable_jsonl_row_is_reported_with_file_row_and_field(tmp_path, monkey
 
 
 def test_every_subcommand_has_help():
-    for command in ("prepare", "base", "sft", "evaluate"):
+    from sipf.cli import STAGES
+
+    listing = run("--help").output
+    for command in STAGES:
+        assert f"  {command} " in listing
         result = run(command, "--help")
         assert result.exit_code == 0 and "Usage:" in result.output
+    assert "No such command 'nope'" in run("nope").output
+
+
+def test_a_light_stage_does_not_import_torch():
+    """Stages are imported lazily: `sipf prefs` must not pay for torch and transformers."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from click.testing import CliRunner; from sipf.cli import main; "
+            "CliRunner().invoke(main, ['prefs', '--help']); "
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
