@@ -117,7 +117,7 @@ def test_cot8_prompt_has_eight_checked_exemplars():
 
 def test_compact_prompt_and_style_list():
     assert format_prompt("What is 2+2?", "compact") == "Q: What is 2+2?\nA:\n"
-    assert set(PROMPT_STYLES) == {"instruction", "cot8", "compact"}
+    assert set(PROMPT_STYLES) == {"instruction", "cot8", "compact", "code"}
 
 
 def test_questions_with_braces_are_inserted_literally():
