@@ -46,6 +46,6 @@ def main(params_path: str, base_dir: str, out: str, live_dir: str) -> None:
                       params.sft, live_dir=Path(live_dir), curve=curve)
     with atomic_path(out, directory=True) as tmp:
         save_policy(model, tokenizer, tmp, parent=base_dir)
-    if curve is not None:
-        write_json(curve.curve, Path(live_dir) / "accuracy_curve.json")
+    # Always written (empty when the probe is off): dvc.yaml declares it as a plot.
+    write_json(curve.curve if curve is not None else [], Path(live_dir) / "accuracy_curve.json")
     click.echo(f"sft: trained on {len(records)} solutions -> {out}")

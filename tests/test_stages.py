@@ -76,6 +76,14 @@ def test_sft_holds_out_validation_questions_for_its_stop_rule(tmp_path, monkeypa
                for point in curve)
 
 
+def test_sft_without_probes_still_writes_the_declared_curve(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # dvc.yaml declares the curve: an absent file fails `dvc repro`
+    tiny_params(tmp_path / "params.yaml", sft={"accuracy_every": 0.0, "max_steps": 2})
+    for command in ("prepare", "base", "sft"):
+        assert run(command).exit_code == 0
+    assert json.loads((tmp_path / "metrics/sft/accuracy_curve.json").read_text()) == []
+
+
 def test_evaluate_writes_metrics_and_one_prediction_per_question(pipeline):
     root, _ = pipeline
     metrics = json.loads((root / "metrics/eval/sft.json").read_text())
