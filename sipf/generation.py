@@ -40,6 +40,29 @@ class Generator(Protocol):
         ...
 
 
+def _StopInCompletion(tokenizer: PreTrainedTokenizerBase, stop: Sequence[str],
+                      prompt_length: int):  # noqa: N802 (a class made lazily: torch imports late)
+    """A stopping criterion that looks for ``stop`` in the *generated* text only.
+
+    transformers' ``stop_strings`` also match across the prompt boundary: a code prompt
+    ending in a newline followed by a generated opening fence "```python" matches the stop
+    "\n```" at the first token, and the program comes out empty. Here a sequence stops once
+    the decoded tail of its completion (the last 16 tokens) contains a stop string;
+    :func:`truncate_at_stop` then cuts the text at the first one.
+    """
+    import torch
+    from transformers import StoppingCriteria
+
+    class StopInCompletion(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):  # noqa: ANN001, ANN003, ANN204
+            tails = tokenizer.batch_decode(input_ids[:, prompt_length:][:, -16:],
+                                           skip_special_tokens=True)
+            return torch.tensor([any(s in tail for s in stop) for tail in tails],
+                                device=input_ids.device)
+
+    return StopInCompletion()
+
+
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
     return text[:cut]
@@ -97,7 +120,8 @@ class HFGenerator:
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if params.stop:
-            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+            kwargs["stopping_criteria"] = [_StopInCompletion(
+                self.tokenizer, params.stop, encoded["input_ids"].shape[1])]
         torch.manual_seed(seed)
         output = self.model.generate(**encoded, **kwargs)
         new_tokens = output[:, encoded["input_ids"].shape[1]:]

@@ -54,3 +54,23 @@ def test_stop_strings_end_generation_and_are_cut(generator):
     for completions in generator.generate(PROMPTS, params):
         for completion in completions:
             assert not any(ch.isdigit() for ch in completion.text)
+
+
+def test_a_stop_string_never_matches_across_the_prompt_boundary(generator):
+    """A code prompt ends in a newline; a completion that opens with a fence must not stop
+    on "\\n```" at once (transformers' stop_strings would: the newline is the prompt's)."""
+    from sipf.generation import _StopInCompletion
+
+    tokenizer = generator.tokenizer
+    prompt = tokenizer("'''\nadd\n'''\n", return_tensors="pt",
+                       add_special_tokens=False)["input_ids"]
+
+    def stops_after(generated: str) -> bool:
+        ids = tokenizer(generated, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        import torch
+
+        criterion = _StopInCompletion(tokenizer, ("\n```",), prompt.shape[1])
+        return bool(criterion(torch.cat([prompt, ids], dim=1), None)[0])
+
+    assert not stops_after("```python")
+    assert stops_after("```python\nx = 1\n```")
