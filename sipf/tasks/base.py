@@ -7,6 +7,7 @@ closing line ``The answer is N`` that is not itself a step.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import re
@@ -142,26 +143,29 @@ def annotation_holds(expr: str, value: str) -> bool:
 
 
 def read_jsonl(path: str | PathLike[str]) -> Iterator[tuple[int, dict]]:
-    """``(line number, object)`` for each non-blank line of a JSONL file.
+    """``(line number, object)`` for each non-blank line of a JSONL file (gzip-compressed
+    when its name ends in .gz).
 
     Shared by every task loader so that a bad line is always reported the same way:
     a DataError naming the file and the 1-based line.
     """
+    opener = gzip.open if str(path).endswith(".gz") else open
     try:
-        handle = open(path, "rb")
-    except OSError as err:
-        raise DataError(f"cannot read file ({err.strerror})", file=path) from None
-    with handle:
-        for row, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                raise DataError("not valid UTF-8", file=path, row=row) from None
-            except json.JSONDecodeError as err:
-                raise DataError(f"invalid JSON ({err.msg})", file=path, row=row) from None
-            if not isinstance(obj, dict):
-                raise DataError(f"expected a JSON object, got {type(obj).__name__}",
-                                file=path, row=row)
-            yield row, obj
+        with opener(path, "rb") as handle:
+            raw_lines = handle.read().split(b"\n")
+    except (OSError, EOFError) as err:  # a corrupt .gz fails while it is read
+        raise DataError(f"cannot read file ({getattr(err, 'strerror', None) or err})",
+                        file=path) from None
+    for row, raw in enumerate(raw_lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise DataError("not valid UTF-8", file=path, row=row) from None
+        except json.JSONDecodeError as err:
+            raise DataError(f"invalid JSON ({err.msg})", file=path, row=row) from None
+        if not isinstance(obj, dict):
+            raise DataError(f"expected a JSON object, got {type(obj).__name__}",
+                            file=path, row=row)
+        yield row, obj

@@ -26,44 +26,20 @@ function is a no-op), then ``problem["test"] + "\\n" + f"check({entry_point})"``
 from __future__ import annotations
 
 import ast
-import gzip
 import inspect
-import json
 import re
-from collections.abc import Iterator
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 from sipf.errors import DataError
+from sipf.tasks.base import read_jsonl
 from sipf.tasks.code import CodePrompt, CodeRecord, extract_program, prompt_variant
 
 _EXAMPLE_HEADING = re.compile(r"(?:for )?examples?\b", re.IGNORECASE)
 _MARKER_ONLY = re.compile(r"(?:for )?examples?(?:\s*\d+)?\s*:?", re.IGNORECASE)
 
 
-def _read_jsonl_any(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` of a JSONL file, gzip-compressed when it ends in .gz."""
-    try:
-        handle = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-        with handle:
-            raw_lines = handle.read().split(b"\n")
-    except (OSError, EOFError) as err:
-        raise DataError(f"cannot read file ({getattr(err, 'strerror', None) or err})",
-                        file=path) from None
-    for row, raw in enumerate(raw_lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise DataError("not valid UTF-8", file=path, row=row) from None
-        except json.JSONDecodeError as err:
-            raise DataError(f"invalid JSON ({err.msg})", file=path, row=row) from None
-        if not isinstance(obj, dict):
-            raise DataError(f"expected a JSON object, got {type(obj).__name__}", file=path,
-                            row=row)
-        yield row, obj
 
 
 def _is_example_start(line: str, entry_point: str) -> bool:
@@ -222,7 +198,7 @@ def load_humaneval(path: str | PathLike[str] | None = None) -> list[CodeRecord]:
         file = file / "HumanEval.jsonl.gz"
     records: list[CodeRecord] = []
     first_row: dict[str, int] = {}
-    for row, obj in _read_jsonl_any(file):
+    for row, obj in read_jsonl(file):
         record = _record(obj, file=file, row=row)
         if record.source_id in first_row:
             raise DataError(f"duplicate task_id {record.source_id!r} (first in row "
