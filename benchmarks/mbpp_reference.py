@@ -22,16 +22,19 @@ import click
 
 from sipf.code_eval import judge_completions
 from sipf.sandbox import isolation
+from sipf.tasks.code import CodeRecord
 from sipf.tasks.humaneval import load_humaneval
 from sipf.tasks.mbpp import load_mbpp
 
 
-def plain_run(program: str, setup: str, tests: tuple[str, ...]) -> str:
-    """Program, setup and tests in one unsandboxed interpreter: "passed" or the error."""
-    source = "\n".join([program, setup, *tests]) + "\n"
+def plain_run(record: CodeRecord, completion: str) -> str:
+    """The record's program for ``completion``, its setup and tests in one unsandboxed
+    interpreter (its own process, no limits but 10 s): "passed" or the error. Also used by
+    harness_agreement.py."""
+    source = "\n".join([record.program(completion), record.setup, *record.tests]) + "\n"
     try:
         result = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True,
-                                timeout=10)
+                                timeout=10, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return "timeout (10 s)"
     if result.returncode == 0:
@@ -49,10 +52,9 @@ def judge_set(name: str, records, workers: int, timeout_s: float) -> dict:
     for record, verdict in zip(records, verdicts):
         if verdict.passed:
             continue
-        program = record.program(record.reference)
         failures.append({"id": record.id, "reason": verdict.reason, "detail": verdict.detail,
                          "seconds": verdict.seconds,
-                         "outside_sandbox": plain_run(program, record.setup, record.tests)})
+                         "outside_sandbox": plain_run(record, record.reference)})
     passed = sum(v.passed for v in verdicts)
     click.echo(f"{name}: {passed}/{len(records)} gold solutions pass in the sandbox "
                f"({seconds:.1f} s, {workers} workers, timeout {timeout_s} s)")
