@@ -1,4 +1,5 @@
-"""Step 6 of an iteration: ORPO on the preference pairs (method.md §5, Eq. 7-8).
+"""Step 6 of an iteration: ORPO on the preference pairs (method.md §5, Eq. 7-8); DPO and
+RPO for the baselines that use them (method.md §7).
 
 ``L = NLL(chosen) − λ · log σ(log odds(chosen) − log odds(rejected))`` through TRL's
 ORPOTrainer (λ is TRL's ``beta``), always into a LoRA adapter. How TRL encodes a pair:
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from peft import PeftModel
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+    from trl import DPOTrainer
     from trl.experimental.orpo import ORPOTrainer
 
     from sipf.config import SftConfig
@@ -72,6 +74,12 @@ class AlignConfig:
     gradient_checkpointing: bool = field(default=False, metadata={
         "help": "Recompute activations in the backward pass: saves memory on big models, "
                 "costs ~30% time."})
+    dpo_beta: float = field(default=0.1, metadata={
+        "help": "β of DPO's implicit reward (methods srf, psrf, rpo); the reference model is "
+                "M0 (the adapter switched off)."})
+    rpo_alpha: float = field(default=1.0, metadata={
+        "help": "Weight of RPO's NLL term on the chosen path, next to the DPO loss "
+                "(Pang et al. 2024 use 1)."})
     seed: int = field(default=0, metadata={
         "help": "Seed of the adapter's initialisation, shuffling and dropout."})
 
@@ -91,6 +99,8 @@ class AlignConfig:
         _require(0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
         _require(len(self.target_modules) > 0, "target_modules", "must name a module")
         _require(self.logging_steps >= 1, "logging_steps", "must be >= 1")
+        _require(self.dpo_beta > 0, "dpo_beta", "must be > 0")
+        _require(self.rpo_alpha >= 0, "rpo_alpha", "must be >= 0")
 
 
 def _require(ok: bool, name: str, why: str) -> None:
@@ -145,9 +155,9 @@ def with_adapter(model: PreTrainedModel, cfg: AlignConfig,
 
 
 def control_config(cfg: AlignConfig) -> SftConfig:
-    """The SFT settings of the gold-data control (stage `control`): ORPO's budget and
-    learning rate, so the control takes exactly as many steps of the same size (with
-    SFT's cosine decay where ORPO decays linearly)."""
+    """SFT with ORPO's budget and learning rate, so it takes exactly as many steps of the
+    same size (with SFT's cosine decay where ORPO decays linearly): the gold-data control
+    (stage `control`) and the methods whose objective is SFT on self-generated paths."""
     from sipf.config import SftConfig
 
     return SftConfig(epochs=cfg.epochs, max_steps=cfg.max_steps,
@@ -185,31 +195,35 @@ def _response_nll(orpo_trainer: type) -> type:
     return ResponseNllORPOTrainer
 
 
+def _training_args(cfg: AlignConfig, output_dir: Path) -> dict:
+    """The settings ORPO and DPO share: budget, schedule, batch, logging, seeds, device."""
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    return dict(
+        output_dir=str(output_dir), num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1, learning_rate=cfg.learning_rate,
+        lr_scheduler_type="linear", warmup_steps=cfg.warmup_ratio,  # a float is a ratio
+        max_grad_norm=cfg.max_grad_norm, per_device_train_batch_size=cfg.batch_size,
+        max_length=cfg.max_length, activation_checkpointing=cfg.gradient_checkpointing,
+        remove_unused_columns=False, logging_steps=cfg.logging_steps, logging_first_step=True,
+        save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed,
+        bf16=on_gpu and torch.cuda.is_bf16_supported(), use_cpu=not on_gpu,
+        disable_tqdm=True, dataloader_num_workers=0)
+
+
 def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                   pairs: Sequence[dict], or_weight: float, cfg: AlignConfig, output_dir: Path,
                   adapter_dir: Path | None = None,
                   callbacks: Sequence[TrainerCallback] = ()) -> ORPOTrainer:
     """The ORPO trainer :func:`train_orpo` runs (separate so tests can inspect its data)."""
-    import torch
-
     with warnings.catch_warnings():  # trl pins this trainer; its "experimental" note is noise
         warnings.filterwarnings("ignore", message="You are importing from 'trl.experimental'")
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-    on_gpu = torch.cuda.is_available()
-    args = ORPOConfig(
-        output_dir=str(output_dir), beta=or_weight, num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps or -1, learning_rate=cfg.learning_rate,
-        lr_scheduler_type="linear", warmup_steps=cfg.warmup_ratio,  # a float is a ratio
-        max_grad_norm=cfg.max_grad_norm, per_device_train_batch_size=cfg.batch_size,
-        max_length=cfg.max_length, activation_checkpointing=cfg.gradient_checkpointing,
-        # TRL zeroes every dropout by default (a DPO habit); ORPO has no reference model,
-        # and the paper trains with LoRA dropout.
-        disable_dropout=False, remove_unused_columns=False,
-        logging_steps=cfg.logging_steps, logging_first_step=True,
-        save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed,
-        bf16=on_gpu and torch.cuda.is_bf16_supported(), use_cpu=not on_gpu,
-        disable_tqdm=True, dataloader_num_workers=0)
+    # TRL zeroes every dropout by default (a DPO habit); ORPO has no reference model,
+    # and the paper trains with LoRA dropout.
+    args = ORPOConfig(**_training_args(cfg, output_dir), beta=or_weight, disable_dropout=False)
     dataset = _pair_dataset(pairs)
     model = with_adapter(model, cfg, adapter_dir)
     if cfg.gradient_checkpointing:
@@ -233,17 +247,65 @@ def train_orpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     ``save_pretrained``; it loads with ``PeftModel.from_pretrained`` on the same weights
     ``model`` held (for an adapter M0: M0 merged).
     """
-    callbacks = []
-    if live_dir is not None:
-        from dvclive import Live
-        from dvclive.huggingface import DVCLiveCallback
-
-        # Stage outputs are versioned by dvc.yaml itself: no dvc.yaml edits, no experiments.
-        # The callback ends the run (writing metrics.json) when training ends.
-        live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False)
-        callbacks.append(DVCLiveCallback(live=live))
     with tempfile.TemporaryDirectory(prefix="sipf-orpo-") as scratch:
         trainer = build_trainer(model, tokenizer, pairs, or_weight, cfg, Path(scratch),
-                                adapter_dir, callbacks)
+                                adapter_dir, _live_callbacks(live_dir))
+        trainer.train()
+    return trainer.model
+
+
+def _live_callbacks(live_dir: Path | None) -> list[TrainerCallback]:
+    if live_dir is None:
+        return []
+    from dvclive import Live
+    from dvclive.huggingface import DVCLiveCallback
+
+    # Stage outputs are versioned by dvc.yaml itself: no dvc.yaml edits, no experiments.
+    # The callback ends the run (writing metrics.json) when training ends.
+    return [DVCLiveCallback(live=Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False))]
+
+
+def _drop_added_bos_dpo(row: dict, tokenizer: PreTrainedTokenizerBase) -> dict:
+    """As :func:`_drop_added_bos`, for DPO's columns: only ``prompt_ids`` starts with it."""
+    bos = tokenizer.bos_token_id
+    own = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+    if bos is None or row["prompt_ids"][:1] != [bos] or own[:1] == [bos]:
+        return row
+    return {**row, "prompt_ids": row["prompt_ids"][1:]}
+
+
+def build_dpo_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                      pairs: Sequence[dict], cfg: AlignConfig, output_dir: Path,
+                      nll_weight: float = 0.0,
+                      callbacks: Sequence[TrainerCallback] = ()) -> DPOTrainer:
+    """TRL's DPO trainer on a fresh LoRA adapter over ``model`` (M0), which with the adapter
+    switched off is also the reference model. ``nll_weight`` > 0 adds the NLL of the chosen
+    completion (TRL's ``"sft"`` loss, over completion tokens only): RPO."""
+    from trl import DPOConfig, DPOTrainer
+
+    loss_type, weights = (["sigmoid", "sft"], [1.0, nll_weight]) if nll_weight else (
+        ["sigmoid"], None)
+    # Dropout off, TRL's default for DPO: the policy and the reference (the same network,
+    # adapter off) then score a sequence without noise.
+    args = DPOConfig(**_training_args(cfg, output_dir), beta=cfg.dpo_beta, loss_type=loss_type,
+                     loss_weights=weights, disable_dropout=True)
+    trainer = DPOTrainer(model=with_adapter(model, cfg, None), args=args,
+                         train_dataset=_pair_dataset(pairs), processing_class=tokenizer,
+                         callbacks=list(callbacks))
+    trainer.train_dataset = trainer.train_dataset.map(
+        _drop_added_bos_dpo, fn_kwargs={"tokenizer": tokenizer})
+    return trainer
+
+
+def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+              pairs: Sequence[dict], cfg: AlignConfig, nll_weight: float = 0.0,
+              live_dir: Path | None = None) -> PeftModel:
+    """DPO (SRF, pSRF) or, with ``nll_weight``, RPO into a fresh LoRA adapter on ``model``.
+
+    Logs ``logps/chosen`` and ``logps/rejected`` as TRL computes them for DPO: summed over
+    the completion's tokens (ORPO's are per-token means)."""
+    with tempfile.TemporaryDirectory(prefix="sipf-dpo-") as scratch:
+        trainer = build_dpo_trainer(model, tokenizer, pairs, cfg, Path(scratch), nll_weight,
+                                    _live_callbacks(live_dir))
         trainer.train()
     return trainer.model

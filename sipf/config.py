@@ -18,6 +18,7 @@ import yaml
 
 from sipf.errors import ConfigError
 from sipf.alignment import AlignConfig
+from sipf.methods import method_named
 from sipf.preferences import PrefsConfig
 from sipf.sampling import SampleConfig
 from sipf.simulation import SimulateConfig
@@ -301,6 +302,9 @@ class Params:
                       "every training and sampling stage's own seed, so `-S seed=1` reseeds "
                       "the whole run. The task data (prepare.arith.seed) stays fixed.", 0)
     or_weight: float = _help("λ of ORPO's odds-ratio term (alignment).", 0.1)
+    method: str = _help("Which method of the paper the loop runs (sipf.methods): cot, sft, rft, "
+                        "prft, star, srf, psrf, rpo, siof, sipf, sipf_no_or, sipf_no_pf_or.",
+                        "sipf")
     prepare: PrepareConfig = _help("Task data.", factory=PrepareConfig)
     model: ModelConfig = _help("Policy model.", factory=ModelConfig)
     sft: SftConfig = _help("Iteration 0: supervised fine-tuning.", factory=SftConfig)
@@ -315,6 +319,7 @@ class Params:
     align: AlignConfig = _help("Step 6: ORPO into a LoRA adapter.", factory=AlignConfig)
 
     def __post_init__(self) -> None:
+        method_named(self.method)  # an unknown name fails here, before any stage runs
         for name, item in self.loop.items():
             if name != f"it{item.k}":
                 raise ConfigError(f"loop.{name}: name it must be it{item.k} (k = {item.k})")

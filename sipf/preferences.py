@@ -9,6 +9,7 @@ stage reproduces its Parquet file byte for byte.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ class PrefsConfig:
         "help": "At most this many pairs per question; paths are reused as little as possible."})
     require_outcome: bool = field(default=True, metadata={
         "help": "The chosen path must reach the right answer and the rejected one a wrong one."})
+    keep_fraction: float = field(default=0.5, metadata={
+        "help": "pRFT and pSRF (methods with reward_filter): keep this top fraction of each "
+                "question's correct paths by reward (at least one)."})
     seed: int = field(default=0, metadata={
         "help": "Breaks ties between pairs with equal reward gaps (common with outcome rewards)."})
 
@@ -42,6 +46,8 @@ class PrefsConfig:
         # without require_outcome, both orders of the same two paths).
         if not self.margin > 0:
             raise ConfigError(f"prefs.margin: must be > 0, got {self.margin}")
+        if not 0 < self.keep_fraction <= 1:
+            raise ConfigError(f"prefs.keep_fraction: must be in (0, 1], got {self.keep_fraction}")
         if self.max_pairs_per_question < 1:
             raise ConfigError(f"prefs.max_pairs_per_question: must be >= 1, "
                               f"got {self.max_pairs_per_question}")
@@ -72,6 +78,45 @@ def build_pairs(scored_paths: Sequence[dict], prompts_by_id: Mapping[str, str],
         rows.extend(_row(pair, prompts_by_id[question_id], iteration) for pair in pairs)
     if not rows:
         raise DataError(_empty_message(by_question, cfg))
+    return rows
+
+
+def keep_top_correct(scored_paths: Sequence[dict], fraction: float) -> list[dict]:
+    """pRFT / pSRF's filter: of each question's correct paths keep the ``fraction`` with the
+    highest reward (at least one; ties by path id); wrong and unjudged paths all stay."""
+    kept_ids = set()
+    for paths in _group_by_question(scored_paths).values():
+        correct = sorted(filter(_is_correct, paths), key=lambda p: (-p["reward"], p["path_id"]))
+        kept_ids.update(p["path_id"] for p in correct[:max(1, math.ceil(fraction * len(correct)))])
+    return [p for p in scored_paths if not _is_correct(p) or p["path_id"] in kept_ids]
+
+
+def with_outcome_reward(scored_paths: Sequence[dict]) -> list[dict]:
+    """Paths whose reward is their outcome (1 right, 0 wrong): pairs by margin then pair a
+    correct path with a wrong one, as SRF and RPO do, whatever a reward model said."""
+    return [{**p, "reward": float(_is_correct(p))} for p in scored_paths]
+
+
+def correct_path_rows(scored_paths: Sequence[dict], prompts_by_id: Mapping[str, str],
+                      iteration: int) -> list[dict]:
+    """SFT data of RFT, STaR and pRFT in the pairs' columns: every distinct correct path as
+    ``chosen`` (``rejected`` empty), question by question, then by path id."""
+    rows = []
+    by_question = _group_by_question(scored_paths)
+    for question_id in sorted(by_question):
+        for path in sorted(filter(_is_correct, by_question[question_id]),
+                           key=lambda p: p["path_id"]):
+            if question_id not in prompts_by_id:
+                raise DataError(f"question {question_id!r} has scored paths but no prompt")
+            rows.append({"question_id": question_id, "prompt": prompts_by_id[question_id],
+                         "chosen": path["text"], "rejected": "",
+                         "chosen_path_id": path["path_id"], "rejected_path_id": None,
+                         "chosen_reward": path["reward"], "rejected_reward": None,
+                         "chosen_outcome": path["outcome"], "rejected_outcome": None,
+                         "iteration": iteration})
+    if not rows:
+        raise DataError(f"no correct path among {len(scored_paths)} scored paths: nothing to "
+                        f"fine-tune on (sample more paths)")
     return rows
 
 

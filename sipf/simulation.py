@@ -131,6 +131,16 @@ def simulate(generator: Generator, paths: Sequence[dict], records_by_id: Mapping
     return rollouts, labels
 
 
+def outcome_labels(paths: Sequence[dict]) -> list[dict]:
+    """An outcome reward model's training labels (SIOF, and the ORM of the PRM-vs-ORM
+    comparison): every step of a path gets the path's outcome, in ``simulate``'s columns
+    (``n_correct`` and ``k`` are 0: nothing was rolled out)."""
+    return [{"path_id": path["path_id"], "question_id": path["question_id"], "step_index": j,
+             "step": step, "n_correct": 0, "k": 0, "hard": bool(path["outcome"]),
+             "soft": float(bool(path["outcome"]))}
+            for path in paths for j, step in enumerate(path["steps"])]
+
+
 # ----------------------------------------------------------------------------- agreement
 def _confusion(predicted: Sequence[bool], truth: Sequence[bool], prefix: str) -> dict[str, float]:
     """Accuracy and confusion counts; 'positive' means 'the step is correct'."""

@@ -1,4 +1,8 @@
-"""Stage `align@itk`: ORPO on the preference pairs into a LoRA adapter (model M_k)."""
+"""Stage `align@itk`: train M_k, a LoRA adapter on M0, on iteration k's alignment data.
+
+SIPF: ORPO on the preference pairs. The baselines (sipf.methods) swap the objective: DPO
+(SRF, pSRF), DPO + NLL (RPO), or SFT on the chosen paths (RFT, STaR, pRFT, the ablations).
+"""
 
 from __future__ import annotations
 
@@ -6,27 +10,44 @@ from pathlib import Path
 
 import click
 
-from sipf.alignment import starting_adapter, train_orpo
+from sipf.alignment import control_config, starting_adapter, train_dpo, train_orpo, with_adapter
 from sipf.config import load_params
+from sipf.methods import method_named
 from sipf.models import load_policy, load_tokenizer, save_policy
+from sipf.sft import train_sft
 from sipf.storage import atomic_path, read_parquet
 from stages.common import (BASE, M0, data_dir, loop_stage, metrics_dir, model_dir,
-                           seed_everything)
+                           seed_everything, skipped)
 
 
 @loop_stage("align")
 def main(params_path: str, k: int, policy: str) -> None:
-    """ORPO into a LoRA adapter (M_k) -> models/it<k>/policy."""
+    """Align M0 into a LoRA adapter (M_k) -> models/it<k>/policy."""
     params = load_params(params_path)
-    cfg = params.align
+    live_dir = metrics_dir(k) / "align"
+    if skipped(params.method, "align", k, model_dir(k) / "policy", live_dir / "metrics.json",
+               live_dir / "plots" / "metrics"):
+        return
+    cfg, objective = params.align, method_named(params.method).objective
     seed_everything(cfg.seed + k)
     pairs = read_parquet(data_dir(k) / "prefs.parquet", required=("prompt", "chosen", "rejected"))
-    # init=sft: a fresh adapter on M0 (the authors'); init=previous: continue M_{k-1}'s.
-    adapter = starting_adapter(cfg, Path(policy) if k > 1 else None)
     tokenizer = load_tokenizer(BASE)
-    model = train_orpo(load_policy(M0, BASE, params.model), tokenizer, pairs, params.or_weight,
-                       cfg, live_dir=metrics_dir(k) / "align", adapter_dir=adapter)
+    m0 = load_policy(M0, BASE, params.model)
+    if objective == "orpo":
+        # init=sft: a fresh adapter on M0 (the authors'); init=previous: continue M_{k-1}'s.
+        adapter = starting_adapter(cfg, Path(policy) if k > 1 else None)
+        model = train_orpo(m0, tokenizer, pairs, params.or_weight, cfg, live_dir=live_dir,
+                           adapter_dir=adapter)
+        how = f"ORPO (λ={params.or_weight})"
+    elif objective in ("dpo", "rpo"):
+        nll = cfg.rpo_alpha if objective == "rpo" else 0.0
+        model = train_dpo(m0, tokenizer, pairs, cfg, nll_weight=nll, live_dir=live_dir)
+        how = f"{objective.upper()} (β={cfg.dpo_beta}{f', NLL x{nll}' if nll else ''})"
+    else:  # sft: the same budget as ORPO, NLL on the chosen paths only
+        model = train_sft(with_adapter(m0, cfg, adapter_dir=None), tokenizer,
+                          [p["prompt"] for p in pairs], [p["chosen"] for p in pairs],
+                          control_config(cfg), live_dir=live_dir)
+        how = "SFT on the chosen paths"
     with atomic_path(model_dir(k) / "policy", directory=True) as tmp:
         save_policy(model, tokenizer, tmp, parent=M0)
-    click.echo(f"align@it{k}: ORPO (λ={params.or_weight}) on {len(pairs)} pairs -> "
-               f"{model_dir(k) / 'policy'}")
+    click.echo(f"align@it{k}: {how} on {len(pairs)} rows -> {model_dir(k) / 'policy'}")

@@ -11,7 +11,8 @@ from typing import Any
 import click
 
 from sipf.errors import ConfigError, DataError
-from sipf.storage import read_parquet
+from sipf.methods import method_named
+from sipf.storage import atomic_path, read_parquet, write_json, write_parquet
 from sipf.tasks.base import MathRecord
 from sipf.tasks.kinds import CodeQuestion, Question
 
@@ -80,6 +81,28 @@ def model_dir(k: int) -> Path:
 def train_records_by_id() -> tuple[dict[str, Question], dict[str, str]]:
     records, prompts = read_split("train")
     return {r.id: r for r in records}, {r.id: p for r, p in zip(records, prompts)}
+
+
+SKIPPED = "SKIPPED.json"  # what a placeholder directory holds (evaluate reads it)
+
+
+def skipped(method: str, stage: str, k: int, *outputs: Path) -> bool:
+    """When ``method`` does not run ``stage`` at iteration ``k``, write a placeholder for each
+    declared output (DVC needs them all) and return True: an empty Parquet table, a JSON
+    ``{"skipped": why}``, or a directory holding that JSON as SKIPPED.json."""
+    reason = method_named(method).skip_reason(stage, k)
+    if reason is None:
+        return False
+    for out in map(Path, outputs):
+        if out.suffix == ".parquet":
+            write_parquet([], out)
+        elif out.suffix == ".json":
+            write_json({"skipped": reason}, out)
+        else:
+            with atomic_path(out, directory=True) as tmp:
+                write_json({"skipped": reason}, tmp / SKIPPED)
+    click.echo(f"{stage}@it{k}: skipped ({reason})")
+    return True
 
 
 def loop_stage(name: str, needs_policy: bool = True) -> Callable[[Callable[..., Any]], Any]:

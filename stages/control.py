@@ -18,13 +18,16 @@ from sipf.models import load_policy, load_tokenizer, save_policy
 from sipf.sft import train_sft
 from sipf.storage import atomic_path, read_parquet, write_json
 from stages.common import (BASE, M0, data_dir, loop_stage, metrics_dir, model_dir,
-                           seed_everything, train_records_by_id)
+                           seed_everything, skipped, train_records_by_id)
 
 
 @loop_stage("control", needs_policy=False)
 def main(params_path: str, k: int) -> None:
     """Gold-data SFT with the alignment's budget -> models/it<k>/control."""
     params = load_params(params_path)
+    if skipped(params.method, "control", k, model_dir(k) / "control",
+               metrics_dir(k) / "control.json"):
+        return
     cfg = params.align
     if cfg.init != "sft":  # its chain of adapters would be one more DVC dependency per stage
         raise ConfigError("align.init: the control stage supports only 'sft' (a fresh "

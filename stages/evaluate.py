@@ -15,7 +15,9 @@ from sipf.models import load_policy, load_tokenizer
 from sipf.storage import write_json, write_parquet
 from sipf.tasks.kinds import task_kind
 from sipf.tasks.prompts import stop_strings
-from stages.common import PREPARED, TEST_SPLITS, clear_errors, params_option, read_split
+from sipf.storage import read_json
+from stages.common import (PREPARED, SKIPPED, TEST_SPLITS, clear_errors, params_option,
+                           read_split)
 
 
 @click.command("evaluate")
@@ -29,6 +31,13 @@ from stages.common import PREPARED, TEST_SPLITS, clear_errors, params_option, re
 def main(params_path: str, model_dir: str, name: str, base_dir: str) -> None:
     """Write metrics/eval/<name>.json and data/predictions/<name>.parquet."""
     params = load_params(params_path)
+    predictions, metrics_file = Path("data/predictions") / f"{name}.parquet", \
+        Path("metrics/eval") / f"{name}.json"
+    if (Path(model_dir) / SKIPPED).is_file():  # a stage the method does not run: no model
+        write_parquet([], predictions)
+        write_json(read_json(Path(model_dir) / SKIPPED), metrics_file)
+        click.echo(f"evaluate {name}: skipped, {model_dir} is a placeholder")
+        return
     cfg = params.evaluate
     generator = HFGenerator(load_policy(model_dir, base_dir, params.model, merged=True),
                             load_tokenizer(base_dir), batch_size=cfg.batch_size)
@@ -57,5 +66,5 @@ def main(params_path: str, model_dir: str, name: str, base_dir: str) -> None:
         all_rows.extend(rows)
         click.echo(f"evaluate {name}: {split} {result.correct}/{result.total} = "
                    f"{100 * result.accuracy:.2f}% ({tokens / seconds:.0f} new tokens/s)")
-    write_parquet(all_rows, Path("data/predictions") / f"{name}.parquet")
-    write_json(metrics, Path("metrics/eval") / f"{name}.json")
+    write_parquet(all_rows, predictions)
+    write_json(metrics, metrics_file)

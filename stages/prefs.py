@@ -1,28 +1,48 @@
-"""Stage `prefs@itk`: preference pairs whose path rewards differ by at least the margin."""
+"""Stage `prefs@itk`: the alignment data of iteration k.
+
+SIPF: preference pairs whose path rewards differ by at least the margin. The method decides
+(sipf.methods): pairs by outcome (SRF, RPO, pSRF), correct paths only (RFT, STaR, pRFT), and
+whether the reward first filters the correct paths (pRFT, pSRF).
+"""
 
 from __future__ import annotations
 
 import click
 
 from sipf.config import load_params
-from sipf.preferences import build_pairs
+from sipf.methods import method_named
+from sipf.preferences import (build_pairs, correct_path_rows, keep_top_correct,
+                              with_outcome_reward)
 from sipf.storage import read_parquet, write_json, write_parquet
-from stages.common import data_dir, loop_stage, metrics_dir, train_records_by_id
+from stages.common import data_dir, loop_stage, metrics_dir, skipped, train_records_by_id
 
 
 @loop_stage("prefs", needs_policy=False)
 def main(params_path: str, k: int) -> None:
-    """Preference pairs by reward gap -> data/it<k>/prefs.parquet."""
+    """Preference pairs (or correct paths) -> data/it<k>/prefs.parquet."""
     params = load_params(params_path)
+    if skipped(params.method, "prefs", k, data_dir(k) / "prefs.parquet",
+               metrics_dir(k) / "prefs.json"):
+        return
+    method = method_named(params.method)
     scored = read_parquet(data_dir(k) / "scores.parquet",
                           required=("question_id", "path_id", "text", "reward", "outcome"))
     _, prompts = train_records_by_id()
-    pairs = build_pairs(scored, prompts, params.prefs, iteration=k)  # none: DataError, no file
-    gaps = [p["chosen_reward"] - p["rejected_reward"] for p in pairs]
+    if method.reward_filter:
+        scored = keep_top_correct(scored, params.prefs.keep_fraction)
+    # Each raises DataError, writing nothing, when no row qualifies.
+    if method.data == "correct":
+        pairs = correct_path_rows(scored, prompts, iteration=k)
+    else:
+        pairs = build_pairs(with_outcome_reward(scored) if method.data == "outcome_pairs"
+                            else scored, prompts, params.prefs, iteration=k)
     metrics = {"pairs": len(pairs), "questions": len({p["question_id"] for p in pairs}),
-               "mean_reward_gap": sum(gaps) / len(gaps),
-               "chosen_correct": sum(bool(p["chosen_outcome"]) for p in pairs),
-               "rejected_wrong": sum(not p["rejected_outcome"] for p in pairs)}
+               "data": method.data,
+               "chosen_correct": sum(bool(p["chosen_outcome"]) for p in pairs)}
+    if method.data != "correct":
+        gaps = [p["chosen_reward"] - p["rejected_reward"] for p in pairs]
+        metrics.update(mean_reward_gap=sum(gaps) / len(gaps),
+                       rejected_wrong=sum(not p["rejected_outcome"] for p in pairs))
     write_parquet(pairs, data_dir(k) / "prefs.parquet")
     write_json(metrics, metrics_dir(k) / "prefs.json")
     click.echo(f"prefs@it{k}: {metrics}")

@@ -11,14 +11,19 @@ from sipf.sampling import grow_pool, sample_paths
 from sipf.storage import read_parquet, write_json, write_parquet
 from sipf.tasks.kinds import task_kind
 from sipf.tasks.prompts import stop_strings
-from stages.common import BASE, data_dir, loop_stage, metrics_dir, read_split, seed_everything
+from sipf.methods import method_named
+from stages.common import (BASE, data_dir, loop_stage, metrics_dir, read_split, seed_everything,
+                           skipped)
 
 
 @loop_stage("sample")
 def main(params_path: str, k: int, policy: str) -> None:
     """M_{k-1} samples reasoning paths -> data/it<k>/samples.parquet (the pool D_k)."""
     params = load_params(params_path)
-    cfg = params.sample
+    if skipped(params.method, "sample", k, data_dir(k) / "samples.parquet",
+               metrics_dir(k) / "sample.json"):
+        return
+    cfg = method_named(params.method).sample_config(params.sample)  # STaR: greedy
     kind = task_kind(params.prepare.task)
     seed_everything(cfg.seed + k)
     records, prompts = read_split("train")  # sample_paths applies sample.question_limit

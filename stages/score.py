@@ -1,23 +1,39 @@
-"""Stage `score@itk`: the PRM scores every step of every sampled path; path reward."""
+"""Stage `score@itk`: the PRM (or ORM) scores every step of every sampled path; path reward.
+
+Methods without a reward model (feedback: none) reward a path with its outcome.
+"""
 
 from __future__ import annotations
 
 import click
 
 from sipf.config import load_params, prm_prompt_style
+from sipf.methods import method_named
 from sipf.prm import aggregate, load_prm, ranking_accuracy, score_steps, step_accuracy
 from sipf.storage import read_parquet, write_json, write_parquet
 from sipf.tasks import arith
-from stages.common import data_dir, loop_stage, metrics_dir, model_dir, train_records_by_id
+from stages.common import (data_dir, loop_stage, metrics_dir, model_dir, skipped,
+                           train_records_by_id)
 
 
 @loop_stage("score", needs_policy=False)
 def main(params_path: str, k: int) -> None:
     """PRM step scores and path rewards -> data/it<k>/scores.parquet."""
     params = load_params(params_path)
+    if skipped(params.method, "score", k, data_dir(k) / "scores.parquet",
+               metrics_dir(k) / "score.json"):
+        return
     cfg = params.prm
     paths = read_parquet(data_dir(k) / "samples.parquet",
                          required=("question_id", "path_id", "text", "steps", "outcome"))
+    if method_named(params.method).feedback == "none":
+        rows = [{"question_id": p["question_id"], "path_id": p["path_id"], "text": p["text"],
+                 "outcome": p["outcome"], "step_scores": [], "reward": float(bool(p["outcome"])),
+                 "iteration": k} for p in paths]
+        write_parquet(rows, data_dir(k) / "scores.parquet")
+        write_json({"paths": len(rows), "aggregate": "outcome"}, metrics_dir(k) / "score.json")
+        click.echo(f"score@it{k}: {len(rows)} paths rewarded by their outcome")
+        return
     records, _ = train_records_by_id()
     model, tokenizer = load_prm(model_dir(k) / "prm")
     steps = [list(p["steps"]) for p in paths]

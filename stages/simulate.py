@@ -7,32 +7,43 @@ import click
 from sipf.config import load_params
 from sipf.generation import HFGenerator
 from sipf.models import load_policy, load_simulator, load_tokenizer
-from sipf.simulation import label_agreement, select_paths, simulate
+from sipf.methods import method_named
+from sipf.simulation import label_agreement, outcome_labels, select_paths, simulate
 from sipf.storage import read_parquet, write_json, write_parquet
 from sipf.tasks import arith
 from sipf.tasks.kinds import task_kind
 from sipf.tasks.prompts import stop_strings
-from stages.common import (BASE, data_dir, loop_stage, metrics_dir, seed_everything,
+from stages.common import (BASE, data_dir, loop_stage, metrics_dir, seed_everything, skipped,
                            train_records_by_id)
 
 
 @loop_stage("simulate")
 def main(params_path: str, k: int, policy: str) -> None:
-    """Monte-Carlo step labels -> data/it<k>/{rollouts,step_labels}.parquet."""
+    """Monte-Carlo step labels -> data/it<k>/{rollouts,step_labels}.parquet.
+
+    Outcome feedback (SIOF) labels every step with its path's outcome instead: no rollouts.
+    """
     params = load_params(params_path)
+    if skipped(params.method, "simulate", k, data_dir(k) / "rollouts.parquet",
+               data_dir(k) / "step_labels.parquet", metrics_dir(k) / "simulate.json"):
+        return
     cfg = params.simulate
     seed_everything(cfg.seed + k)
-    if cfg.simulator == "self":
-        model, tokenizer = load_policy(policy, BASE, params.model, merged=True), load_tokenizer(BASE)
-    else:
-        model, tokenizer = load_simulator(cfg.simulator, params.model)
     paths = select_paths(read_parquet(data_dir(k) / "samples.parquet",
                                       required=("question_id", "path_id", "steps", "outcome")), cfg)
     records, prompts = train_records_by_id()
-    rollouts, labels = simulate(HFGenerator(model, tokenizer, batch_size=cfg.batch_size), paths,
-                                records, prompts, cfg,
-                                stop=stop_strings(params.prepare.prompt_style),
-                                kind=task_kind(params.prepare.task))
+    if method_named(params.method).feedback == "outcome":
+        rollouts, labels = [], outcome_labels(paths)
+    else:
+        if cfg.simulator == "self":
+            model = load_policy(policy, BASE, params.model, merged=True)
+            tokenizer = load_tokenizer(BASE)
+        else:
+            model, tokenizer = load_simulator(cfg.simulator, params.model)
+        rollouts, labels = simulate(HFGenerator(model, tokenizer, batch_size=cfg.batch_size),
+                                    paths, records, prompts, cfg,
+                                    stop=stop_strings(params.prepare.prompt_style),
+                                    kind=task_kind(params.prepare.task))
     metrics: dict = {"paths": len(paths), "steps": len(labels), "rollouts": len(rollouts)}
     if params.prepare.task == "arith":  # the task knows the truth: measure the labels against it
         oracle = {p["path_id"]: arith.step_labels(records[p["question_id"]], list(p["steps"]))

@@ -11,7 +11,7 @@ from sipf.models import load_tokenizer
 from sipf.prm import build_examples, train_prm
 from sipf.storage import read_parquet, write_json
 from stages.common import (BASE, M0, data_dir, loop_stage, metrics_dir, model_dir,
-                           seed_everything, train_records_by_id)
+                           seed_everything, skipped, train_records_by_id)
 
 
 def labelled_paths(k: int, label: str) -> list[dict]:
@@ -41,6 +41,9 @@ def main(params_path: str, k: int, policy: str) -> None:
     which on a fixed seed reproduces iteration 1's PRM.
     """
     params = load_params(params_path)
+    if skipped(params.method, "train_prm", k, model_dir(k) / "prm", metrics_dir(k) / "prm.json",
+               metrics_dir(k) / "prm" / "plots" / "metrics"):
+        return
     cfg = params.prm
     seed_everything(cfg.seed)
     source_k, backbone = (1, M0) if cfg.mode == "offline" else (k, policy)

@@ -31,3 +31,43 @@ def tiny_params(path: Path, **overrides: dict) -> Path:
         tiny.setdefault(section, {}).update(values)
     path.write_text(yaml.safe_dump(merge_params(as_dict(Params()), tiny)))
     return path
+
+
+def run(*args: str):
+    """A `sipf` command in-process; the click Result (exit_code, output)."""
+    from click.testing import CliRunner
+
+    from sipf.cli import main
+
+    return CliRunner().invoke(main, list(args))
+
+
+def corrupt(solution: str) -> str:
+    """Wrong arithmetic in the first step, carried to the answer."""
+    from sipf.tasks.base import split_steps
+
+    steps = split_steps(solution)
+    first = steps[0].replace("=<<", "=<<1+", 1)
+    return "\n".join([first, *steps[1:], "The answer is 12345"])
+
+
+def hand_sampled_project(questions: int = 8) -> None:
+    """In the current directory (with its params.yaml): prepare, base and sft, then
+    data/it1/samples.parquet by hand, since a model trained for seconds never answers right:
+    for each of the first ``questions`` training questions its gold solution (correct) and a
+    copy with a wrong first step (wrong)."""
+    from sipf.storage import read_parquet, write_parquet
+    from sipf.tasks.base import split_steps
+
+    for command in (["prepare"], ["base"], ["sft"]):
+        result = run(*command)
+        assert result.exit_code == 0, result.output
+    samples = []
+    for q in read_parquet("data/prepared/train.parquet")[:questions]:
+        for n, (text, outcome) in enumerate([(q["solution"], True),
+                                             (corrupt(q["solution"]), False)]):
+            samples.append({"question_id": q["id"], "path_id": f"{q['id']}/it1/{n:03d}",
+                            "text": text, "steps": split_steps(text),
+                            "answer": q["answer"] if outcome else "12345",
+                            "outcome": outcome, "iteration": 1, "generator": "hand"})
+    write_parquet(samples, "data/it1/samples.parquet")

@@ -1,8 +1,8 @@
 """One iteration of the loop through its stage entry points, on a tiny model.
 
 A model trained for seconds never answers right, so the iteration starts from
-hand-made samples: each question's gold solution (correct) and a copy with a wrong
-step (wrong). Everything after sampling runs for real.
+hand-made samples (tests.helpers.hand_sampled_project). Everything after sampling runs
+for real.
 """
 
 import json
@@ -11,10 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from sipf.cli import main
-from sipf.storage import read_parquet, write_parquet
-from sipf.tasks.base import split_steps
-from tests.helpers import tiny_params
+from tests.helpers import hand_sampled_project, run, tiny_params
 
 LOOP = {"simulate": {"k": 2, "max_paths": 0, "max_new_tokens": 16, "batch_size": 16},
         "prm": {"epochs": 1, "batch_size": 8, "val_fraction": 0.25},
@@ -24,35 +21,13 @@ LOOP = {"simulate": {"k": 2, "max_paths": 0, "max_new_tokens": 16, "batch_size":
         "sample": {"question_limit": 3, "per_round": 2, "max_rounds": 1, "max_new_tokens": 16}}
 
 
-def run(*args: str):
-    return CliRunner().invoke(main, list(args))
-
-
-def corrupt(solution: str) -> str:
-    """Wrong arithmetic in the first step, carried to the answer."""
-    steps = split_steps(solution)
-    first = steps[0].replace("=<<", "=<<1+", 1)
-    return "\n".join([first, *steps[1:], "The answer is 12345"])
-
-
 @pytest.fixture(scope="module")
 def iteration(tmp_path_factory):
     root = tmp_path_factory.mktemp("loop")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         tiny_params(root / "params.yaml", **LOOP)
-        for command in (["prepare"], ["base"], ["sft"]):
-            assert run(*command).exit_code == 0
-        train = read_parquet("data/prepared/train.parquet")[:8]
-        samples = []
-        for q in train:
-            for n, (text, outcome) in enumerate([(q["solution"], True),
-                                                 (corrupt(q["solution"]), False)]):
-                samples.append({"question_id": q["id"], "path_id": f"{q['id']}/it1/{n:03d}",
-                                "text": text, "steps": split_steps(text),
-                                "answer": q["answer"] if outcome else "12345",
-                                "outcome": outcome, "iteration": 1, "generator": "hand"})
-        write_parquet(samples, "data/it1/samples.parquet")
+        hand_sampled_project()
         results = {name: run(*args) for name, args in [
             ("simulate", ["simulate", "--iteration", "1", "--policy", "models/sft"]),
             ("train_prm", ["train_prm", "--iteration", "1", "--policy", "models/sft"]),
@@ -147,14 +122,14 @@ def test_empty_preference_set_fails_clearly_and_writes_nothing(iteration, monkey
 def test_broken_prm_checkpoint_and_missing_simulator_are_named(iteration, monkeypatch):
     root, _ = iteration
     monkeypatch.chdir(root)
-    (root / "models/it9/prm").mkdir(parents=True)
-    (root / "data/it9").mkdir()
-    (root / "data/it9/samples.parquet").write_bytes(
+    (root / "models/it3/prm").mkdir(parents=True)
+    (root / "data/it3").mkdir()
+    (root / "data/it3/samples.parquet").write_bytes(
         (root / "data/it1/samples.parquet").read_bytes())
-    result = run("score", "--iteration", "9")
-    assert result.exit_code == 1 and "models/it9/prm" in result.output
+    result = run("score", "--iteration", "3")
+    assert result.exit_code == 1 and "models/it3/prm" in result.output
     tiny_params(root / "sim.yaml", **{**LOOP, "simulate": {"simulator": "./no/such/model"}})
-    result = run("simulate", "--iteration", "9", "--policy", "models/sft", "--params", "sim.yaml")
+    result = run("simulate", "--iteration", "3", "--policy", "models/sft", "--params", "sim.yaml")
     assert result.exit_code == 1
     assert "simulate.simulator: ./no/such/model does not exist" in result.output
-    assert not (root / "data/it9/rollouts.parquet").exists()
+    assert not (root / "data/it3/rollouts.parquet").exists()
