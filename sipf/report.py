@@ -1,7 +1,12 @@
-"""Results tables: accuracy of every evaluated model, mean ± sd over runs (seeds).
+"""Results: the paper's tables and figures from the pipeline's own metrics.
 
-A run is a project directory whose ``metrics/eval/<name>.json`` files were written by the
-evaluate stage; the same name in several runs is the same model trained under another seed.
+Two sources. **Run directories** (``sipf report DIR...``): every evaluated model of each
+directory, mean ± sd over directories (seeds). **Experiments** (``sipf report`` in a
+repository with ``dvc exp`` runs of several ``method`` and ``seed`` values): the paper's
+Tables 1/2 (methods × in/out of domain), 3 (PRM against ORM step accuracy, measured against
+the arith oracle) and 4 (ablations), and Figures 3 (chosen/rejected log-probability during
+alignment, DPO against ORPO), 4 (accuracy per iteration per method) and 6 (or_weight sweep).
+A number is a mean over seeds ± the sample sd; "–" marks what no run measured.
 """
 
 from __future__ import annotations
@@ -9,14 +14,19 @@ from __future__ import annotations
 import json
 import re
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sipf.errors import DataError
 
 SPLITS = ("test", "ood")
+DEFAULT_OR_WEIGHT = 0.1  # Params().or_weight: the main tables use runs at the default λ
+ITERATIONS = (1, 2, 3)
 
 
+# ----------------------------------------------------------------------------- run directories
 def _order(name: str) -> tuple:
     """base, sft, it1, it1_control, it2, ...: the order a reader follows the loop in."""
     match = re.fullmatch(r"it(\d+)(.*)", name)
@@ -26,7 +36,8 @@ def _order(name: str) -> tuple:
 
 
 def collect(runs: Sequence[Path]) -> dict[str, dict[str, list[float]]]:
-    """``{model name: {split: [accuracy per run]}}`` over every run that has the model."""
+    """``{model name: {split: [accuracy per run]}}`` over every run that has the model
+    (a model a method skipped, ``{"skipped": ...}``, counts as absent)."""
     table: dict[str, dict[str, list[float]]] = {}
     for run in runs:
         files = sorted((Path(run) / "metrics" / "eval").glob("*.json"))
@@ -44,12 +55,14 @@ def collect(runs: Sequence[Path]) -> dict[str, dict[str, list[float]]]:
     return dict(sorted(table.items(), key=lambda item: _order(item[0])))
 
 
-def mean_sd(values: Sequence[float]) -> str:
-    """'61.2 ± 3.4' in percent (sample sd); a single run has no sd."""
-    mean = 100 * statistics.fmean(values)
+def mean_sd(values: Sequence[float], scale: float = 100.0) -> str:
+    """'61.2 ± 3.4' in percent (sample sd); a single run has no sd; none is '–'."""
+    if not values:
+        return "–"
+    mean = scale * statistics.fmean(values)
     if len(values) < 2:
         return f"{mean:.1f}"
-    return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}"
+    return f"{mean:.1f} ± {scale * statistics.stdev(values):.1f}"
 
 
 def markdown(table: dict[str, dict[str, list[float]]]) -> str:
@@ -59,3 +72,193 @@ def markdown(table: dict[str, dict[str, list[float]]]) -> str:
         cells = [mean_sd(splits[s]) if s in splits else "" for s in SPLITS]
         lines.append(f"| {name} | {runs} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- experiments
+@dataclass(frozen=True)
+class Run:
+    """One experiment: its name, params and a reader of its files (None: no such file)."""
+
+    name: str
+    params: dict[str, Any]
+    read: Callable[[str], str | None]
+
+    @property
+    def method(self) -> str:
+        return str(self.params.get("method", "sipf"))
+
+    @property
+    def seed(self) -> int:
+        return int(self.params.get("seed", 0))
+
+    @property
+    def or_weight(self) -> float:
+        return float(self.params.get("or_weight", DEFAULT_OR_WEIGHT))
+
+    def json(self, path: str) -> dict | None:
+        text = self.read(path)
+        if text is None:
+            return None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(f"not JSON: {err}", file=f"{self.name}:{path}") from err
+        return None if "skipped" in data else data
+
+    def accuracy(self, model: str, split: str) -> float | None:
+        """Accuracy of ``model`` (base, sft, it1, ...) on ``split``; None if not evaluated."""
+        metrics = self.json(f"metrics/eval/{model}.json")
+        if metrics is None or split not in metrics:
+            return None
+        return float(metrics[split]["accuracy"])
+
+    def curve(self, path: str) -> list[tuple[float, float]]:
+        """(step, value) rows of a DVCLive TSV ("step<TAB>name" header); [] if absent."""
+        text = self.read(path)
+        if not text:
+            return []
+        rows = [line.split("\t") for line in text.splitlines()[1:] if line.strip()]
+        return [(float(row[0]), float(row[1])) for row in rows]
+
+
+def experiment_runs(repo: Path = Path("."), all_commits: bool = True) -> list[Run]:
+    """The finished experiments of ``repo`` as ``dvc exp show --json`` lists them (every
+    baseline commit with ``all_commits``); an experiment's other files (the DVCLive curves)
+    are read from its commit with ``git show``. Queued, running and failed experiments,
+    which have no evaluated M0 yet, are left out."""
+    import subprocess
+    import sys
+
+    command = ["dvc", "exp", "show", "--json", *(["--all-commits"] if all_commits else [])]
+    done = subprocess.run([sys.executable, "-m", *command], cwd=repo, capture_output=True,
+                          text=True)  # the dvc of this environment, whatever PATH says
+    if done.returncode != 0:
+        raise DataError(f"`{' '.join(command)}` failed: {done.stderr.strip()[-500:]}", file=repo)
+    return runs_from_exp_show(json.loads(done.stdout), repo)
+
+
+def runs_from_exp_show(baselines: list[dict], repo: Path) -> list[Run]:
+    """The finished experiments in ``dvc exp show --json`` output (see experiment_runs)."""
+    runs = []
+    for baseline in baselines:
+        for experiment in baseline.get("experiments") or []:
+            tip = experiment["revs"][0]
+            data = tip.get("data") or {}
+            metrics = {path: entry["data"] for path, entry in (data.get("metrics") or {}).items()
+                       if "data" in entry}
+            if tip.get("error") or "metrics/eval/sft.json" not in metrics:
+                continue
+            params = data["params"]["params.yaml"]["data"]
+            runs.append(Run(tip.get("name") or tip["rev"][:7], params,
+                            _reader(repo, tip["rev"], metrics)))
+    return sorted(runs, key=lambda r: (r.method, r.or_weight, r.seed, r.name))
+
+
+def _reader(repo: Path, rev: str, metrics: dict[str, Any]) -> Callable[[str], str | None]:
+    def read(path: str) -> str | None:
+        import subprocess
+
+        if path in metrics:
+            return json.dumps(metrics[path])
+        done = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True,
+                              text=True)
+        return done.stdout if done.returncode == 0 else None
+
+    return read
+
+
+def accuracies(runs: Sequence[Run], method: str, model: str, split: str,
+            or_weight: float | None = DEFAULT_OR_WEIGHT) -> list[float]:
+    """One accuracy per seed of ``method``'s runs (at ``or_weight``; None: any)."""
+    found = [r.accuracy(model, split) for r in runs if r.method == method
+             and (or_weight is None or r.or_weight == or_weight)]
+    return [v for v in found if v is not None]
+
+
+def best_iteration(runs: Sequence[Run], method: str) -> int | None:
+    """STaR's reported iteration (the paper: its best): highest mean in-domain accuracy."""
+    means = {k: statistics.fmean(v) for k in ITERATIONS
+             if (v := accuracies(runs, method, f"it{k}", "test"))}
+    return max(means, key=lambda k: (means[k], -k)) if means else None
+
+
+# (label, method, model): what a row of Tables 1/2 reports; "best" is STaR's best iteration.
+MAIN_ROWS = [("CoT", "cot", "base"), ("SFT", "sft", "sft"), ("RFT", "rft", "it1"),
+             ("pRFT", "prft", "it1"), ("SRF", "srf", "it1"), ("pSRF", "psrf", "it1"),
+             ("RPO", "rpo", "it1"), ("STaR", "star", "best"),
+             *[(f"SIOF-Iter{k}", "siof", f"it{k}") for k in ITERATIONS],
+             *[(f"SIPF-Iter{k}", "sipf", f"it{k}") for k in ITERATIONS]]
+ABLATIONS = [("SIPF", "sipf"), ("w/o PF (SIOF)", "siof"), ("w/o OR", "sipf_no_or"),
+             ("w/o PFOR", "sipf_no_pf_or")]
+
+
+def main_table(runs: Sequence[Run]) -> str:
+    """Tables 1/2: every method, in domain and out of domain, mean ± sd over seeds."""
+    lines = ["| method | seeds | in domain (%) | out of domain (%) |", "|---|---|---|---|"]
+    for label, method, model in MAIN_ROWS:
+        if model == "best":
+            k = best_iteration(runs, method)
+            model, label = (f"it{k}", f"{label} (iteration {k})") if k else ("it1", label)
+        test, ood = (accuracies(runs, method, model, s) for s in SPLITS)
+        lines.append(f"| {label} | {len(test)} | {mean_sd(test)} | {mean_sd(ood)} |")
+    return "\n".join(lines)
+
+
+def ablation_table(runs: Sequence[Run]) -> str:
+    """Table 4: SIPF without process feedback, without the odds ratio, without both."""
+    head = " | ".join(f"iteration {k}: {where} (%)" for k in (1, 3)
+                      for where in ("in domain", "out of domain"))
+    lines = [f"| variant | seeds | {head} |", "|---|---|---|---|---|---|"]
+    for label, method in ABLATIONS:
+        cells = [mean_sd(accuracies(runs, method, f"it{k}", s)) for k in (1, 3) for s in SPLITS]
+        seeds = len(accuracies(runs, method, "it1", "test"))
+        lines.append(f"| {label} | {seeds} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def step_accuracy(runs: Sequence[Run], method: str, k: int, key: str) -> list[float]:
+    """``key`` of metrics/it<k>/score.json over ``method``'s seeds (the arith oracle's)."""
+    found = [r.json(f"metrics/it{k}/score.json") for r in runs
+             if r.method == method and r.or_weight == DEFAULT_OR_WEIGHT]
+    return [float(m[key]) for m in found if m and key in m]
+
+
+def reward_model_table(runs: Sequence[Run]) -> str:
+    """Table 3: step accuracy of the PRM (SIPF's) and the ORM (SIOF's) against the oracle,
+    on every sampled path of the iteration, next to always answering 'correct'."""
+    lines = ["| iteration | PRM (%) | ORM (%) | all steps 'correct' (%) | PRM: right path above "
+             "wrong (%) | ORM: right path above wrong (%) |", "|---|---|---|---|---|---|"]
+    for k in ITERATIONS:
+        prm, orm = (step_accuracy(runs, m, k, "prm_step_accuracy_vs_oracle")
+                    for m in ("sipf", "siof"))
+        base = step_accuracy(runs, "sipf", k, "oracle_correct_step_fraction")
+        ranking = [mean_sd(step_accuracy(runs, m, k, "right_above_wrong"))
+                   for m in ("sipf", "siof")]
+        lines.append(f"| {k} | {mean_sd(prm)} | {mean_sd(orm)} | {mean_sd(base)} | "
+                     f"{ranking[0]} | {ranking[1]} |")
+    return "\n".join(lines)
+
+
+def or_weight_table(runs: Sequence[Run]) -> str:
+    """Figure 6's numbers: SIPF's accuracy per iteration at each λ."""
+    weights = sorted({r.or_weight for r in runs if r.method == "sipf"})
+    head = " | ".join(f"iteration {k} (%)" for k in ITERATIONS)
+    lines = [f"| λ (or_weight) | seeds | {head} |", "|---|---|---|---|---|"]
+    for w in weights:
+        cells = [mean_sd(accuracies(runs, "sipf", f"it{k}", "test", w)) for k in ITERATIONS]
+        seeds = len(accuracies(runs, "sipf", "it1", "test", w))
+        lines.append(f"| {w:g} | {seeds} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def tables(runs: Sequence[Run]) -> str:
+    """Every table, as one Markdown document."""
+    seeds = sorted({r.seed for r in runs})
+    return "\n\n".join([
+        f"Runs: {len(runs)} experiments, seeds {', '.join(map(str, seeds))}. Mean ± sample sd "
+        f"over seeds, in percent; '–': not measured.",
+        "### Tables 1/2: methods, in domain and out of domain\n\n" + main_table(runs),
+        "### Table 3: PRM against ORM, step accuracy against the arith oracle\n\n"
+        + reward_model_table(runs),
+        "### Table 4: ablations\n\n" + ablation_table(runs),
+        "### Figure 6: or_weight sweep (SIPF, in domain)\n\n" + or_weight_table(runs)])

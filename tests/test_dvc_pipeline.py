@@ -74,3 +74,21 @@ def test_repro_twice_then_a_param_change(project):
     sh("dvc", "pull", "--with-deps", *FOUNDATION, cwd=other)
     for output in ("models/sft/model.safetensors", "data/prepared/train.parquet"):
         assert (other / output).read_bytes() == (project / output).read_bytes()
+
+
+def test_experiments_of_two_methods_and_seeds_feed_the_report(project):
+    # `-S method=... -S seed=...` as the README queues them; run up to M0's evaluation only
+    # (a tiny model never answers right, so the loop has nothing to learn from).
+    for method, seed in (("cot", 0), ("sft", 0), ("sft", 1)):
+        sh("dvc", "exp", "run", "-S", f"method={method}", "-S", f"seed={seed}",
+           "-n", f"{method}-s{seed}", *FOUNDATION, cwd=project)
+    sipf = str(Path(sys.executable).parent / "sipf")
+    printed = sh(sipf, "report", "--out", "reports", cwd=project)
+    assert "Runs: 3 experiments, seeds 0, 1." in printed
+    sft_row = next(line for line in printed.splitlines() if line.startswith("| SFT |"))
+    assert sft_row.startswith("| SFT | 2 | ")  # both seeds of method sft, mean ± sd
+    assert next(line for line in printed.splitlines()
+                if line.startswith("| CoT |")).startswith("| CoT | 1 | ")
+    written = sorted(p.name for p in (project / "reports").iterdir())
+    assert written == ["accuracy_per_iteration.png", "alignment_log_probs.png",
+                       "or_weight_sweep.png", "results.md", "reward_model_accuracy.png"]

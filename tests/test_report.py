@@ -5,7 +5,8 @@ import json
 from click.testing import CliRunner
 
 from sipf.cli import main
-from sipf.report import collect, markdown, mean_sd
+from sipf.report import (Run, best_iteration, collect, main_table, markdown, mean_sd,
+                         or_weight_table, reward_model_table, runs_from_exp_show)
 
 
 def write_run(root, accuracies: dict[str, tuple[float, float]]):
@@ -34,3 +35,82 @@ def test_report_command_names_a_run_without_metrics(tmp_path):
     result = CliRunner().invoke(main, ["report", str(tmp_path / "empty")])
     assert result.exit_code == 1
     assert "no metrics/eval/*.json" in result.output and "empty" in result.output
+
+
+# ----------------------------------------------------------------------------- experiments
+def fake_run(method, seed, accuracy, or_weight=0.1, score=None, curves=None):
+    """A Run whose files are a dict: every model at ``accuracy`` (in and out of domain)."""
+    files = {f"metrics/eval/{m}.json": json.dumps(
+        {"test": {"accuracy": accuracy}, "ood": {"accuracy": accuracy / 2}})
+        for m in ("base", "sft", "it1", "it2", "it3")}
+    for k, metrics in (score or {}).items():
+        files[f"metrics/it{k}/score.json"] = json.dumps(metrics)
+    files.update(curves or {})
+    return Run(f"{method}-s{seed}", {"method": method, "seed": seed, "or_weight": or_weight},
+               files.get)
+
+
+def test_main_table_is_mean_and_sd_over_seeds_per_method():
+    runs = [fake_run("rft", 0, 0.5), fake_run("rft", 1, 0.7), fake_run("sft", 0, 0.4),
+            fake_run("sipf", 0, 0.9, or_weight=1.0)]  # a sweep run: not in the main table
+    rows = {line.split(" | ")[0][2:]: line for line in main_table(runs).splitlines()[2:]}
+    assert rows["RFT"] == "| RFT | 2 | 60.0 ± 14.1 | 30.0 ± 7.1 |"
+    assert rows["SFT"] == "| SFT | 1 | 40.0 | 20.0 |"
+    assert rows["SIPF-Iter1"] == "| SIPF-Iter1 | 0 | – | – |"
+    assert "| 1 | 1 | 90.0 | 90.0 | 90.0 |" in or_weight_table(runs)
+
+
+def test_star_reports_its_best_iteration_and_skipped_models_count_as_absent():
+    run = fake_run("star", 0, 0.5)
+    files = {p: run.read(p) for p in ("metrics/eval/sft.json", "metrics/eval/it1.json")}
+    files["metrics/eval/it2.json"] = json.dumps({"test": {"accuracy": 0.8},
+                                                 "ood": {"accuracy": 0.1}})
+    files["metrics/eval/it3.json"] = json.dumps({"skipped": "method star runs 2 iterations"})
+    star = Run("star-s0", {"method": "star", "seed": 0}, files.get)
+    assert best_iteration([star], "star") == 2
+    assert "| STaR (iteration 2) | 1 | 80.0 | 10.0 |" in main_table([star])
+    assert star.accuracy("it3", "test") is None
+
+
+def test_reward_model_table_compares_prm_and_orm_against_the_oracle():
+    score = {1: {"prm_step_accuracy_vs_oracle": 0.7, "oracle_correct_step_fraction": 0.55,
+                 "right_above_wrong": 0.5}}
+    runs = [fake_run("sipf", 0, 0.5, score=score),
+            fake_run("siof", 0, 0.5, score={1: {"prm_step_accuracy_vs_oracle": 0.6,
+                                                "right_above_wrong": 0.45}})]
+    assert reward_model_table(runs).splitlines()[2] == "| 1 | 70.0 | 60.0 | 55.0 | 50.0 | 45.0 |"
+
+
+def test_exp_show_json_gives_finished_experiments_only(tmp_path):
+    def entry(name, method, finished):
+        metrics = {"metrics/eval/sft.json": {"data": {"test": {"accuracy": 0.5}}}
+                   if finished else {"error": {"type": "FileNotFoundError"}}}
+        return {"revs": [{"rev": "a" * 40, "name": name, "data": {
+            "params": {"params.yaml": {"data": {"method": method, "seed": 1}}},
+            "metrics": metrics}}]}
+
+    shown = [{"rev": "workspace", "experiments": None},
+             {"rev": "b" * 40, "experiments": [entry("rft-s1", "rft", True),
+                                               entry("star-s1", "star", False)]}]
+    runs = runs_from_exp_show(shown, tmp_path)
+    assert [(r.name, r.method, r.seed) for r in runs] == [("rft-s1", "rft", 1)]
+    assert runs[0].accuracy("sft", "test") == 0.5
+    assert runs[0].read("metrics/it1/align/plots/metrics/loss.tsv") is None  # not a git repo
+
+
+def test_figures_are_pngs_with_the_runs_drawn(tmp_path):
+    from sipf.figures import draw_all
+
+    curve = {"metrics/it1/align/plots/metrics/logps/chosen.tsv": "step\tchosen\n0\t-1.0\n1\t-0.9\n",
+             "metrics/it1/align/plots/metrics/logps/rejected.tsv":
+                 "step\trejected\n0\t-1.2\n1\t-1.5\n"}
+    runs = [fake_run(m, s, 0.5 + s / 10, curves=curve) for m in ("sft", "sipf", "srf", "siof")
+            for s in (0, 1)]
+    assert runs[2].curve("metrics/it1/align/plots/metrics/logps/chosen.tsv") == [
+        (0.0, -1.0), (1.0, -0.9)]
+    paths = draw_all(runs, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths) == [
+        "accuracy_per_iteration.png", "alignment_log_probs.png", "or_weight_sweep.png",
+        "reward_model_accuracy.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
+               for p in paths)
