@@ -6,7 +6,7 @@ PYTHON ?= python3
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install repro test test-slow
+.PHONY: install repro test test-slow experiments report
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,3 +26,13 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	. $(BIN)/activate && python -m pytest -q -m slow
+
+# Every method x seed and the or_weight sweep as DVC experiments (README: Methods), then the report.
+METHODS = cot,sft,rft,prft,star,srf,psrf,rpo,siof,sipf,sipf_no_or,sipf_no_pf_or
+experiments: $(STAMP)
+	. $(BIN)/activate && dvc exp run --queue -S 'method=$(METHODS)' -S 'seed=0,1,2' \
+	  && dvc exp run --queue -S method=sipf -S 'or_weight=0.01,1' -S 'seed=0,1,2' \
+	  && HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_NUM_THREADS=1 dvc queue start -j 2
+
+report: $(STAMP)
+	. $(BIN)/activate && sipf report

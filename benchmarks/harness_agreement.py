@@ -73,8 +73,26 @@ def mbpp_problem_file(records: list[CodeRecord], path: Path) -> None:
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
+CHAT_REQUEST = ("Complete the following Python function. Reply with the whole function in "
+                "one ```python code block.\n\n")
+
+
+def chat_prompt(tokenizer, record: CodeRecord) -> str:
+    """``--chat``: the Instruct model's own chat format, asked for the function whose
+    signature and docstring are HumanEval's original prompt (``record.prefix``)."""
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": CHAT_REQUEST + "```python\n" + record.prefix + "```"}],
+        tokenize=False, add_generation_prompt=True)
+
+
+def chat_program(raw: str) -> str:
+    """The program of a chat reply: from its first code fence on (prose may precede it)."""
+    fence = raw.find("```")
+    return extract_program(raw[fence:] if fence >= 0 else raw)
+
+
 def generate(records, samples: Path, base_dir: Path, max_new_tokens: int, temperature: float,
-             sample_every: int, batch_size: int, threads: int) -> None:
+             sample_every: int, batch_size: int, threads: int, chat: bool = False) -> None:
     import torch
 
     from sipf.config import ModelConfig
@@ -86,24 +104,29 @@ def generate(records, samples: Path, base_dir: Path, max_new_tokens: int, temper
     if not (base_dir / "model.safetensors").is_file():
         click.echo(f"dequantizing {SMOL} into {base_dir}")
         materialize_base(cfg, [], base_dir, seed=0)
-    generator = HFGenerator(load_policy(base_dir, base_dir, cfg), load_tokenizer(base_dir),
+    tokenizer = load_tokenizer(base_dir)
+    generator = HFGenerator(load_policy(base_dir, base_dir, cfg), tokenizer,
                             batch_size=batch_size)
-    runs = [("greedy", records,
-             SamplingParams(max_new_tokens=max_new_tokens, stop=STOP_SEQUENCES)),
+    # A chat reply opens with a fence: the stop sequences (which include fences) would end it
+    # at once, so chat replies run to their EOS or max_new_tokens.
+    stop = () if chat else STOP_SEQUENCES
+    runs = [("greedy", records, SamplingParams(max_new_tokens=max_new_tokens, stop=stop)),
             (f"T={temperature}", records[::sample_every],
              SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=1,
-                            stop=STOP_SEQUENCES))]
+                            stop=stop))]
+    prompt = (lambda r: chat_prompt(tokenizer, r)) if chat else prompt_of
+    program = chat_program if chat else extract_program
     lines = []
     for decoding, subset, params in runs:
         started = time.perf_counter()
-        outputs = generator.generate([prompt_of(r) for r in subset], params)
+        outputs = generator.generate([prompt(r) for r in subset], params)
         seconds = time.perf_counter() - started
         tokens = sum(c.num_tokens for out in outputs for c in out)
         click.echo(f"generated {len(subset)} completions ({decoding}) in {seconds:.0f} s, "
                    f"{tokens / seconds:.1f} new tokens/s")
         for record, (completion,) in zip(subset, outputs):
             lines.append({"task_id": record.source_id,
-                          "completion": extract_program(completion.text),
+                          "completion": program(completion.text),
                           "raw": completion.text, "decoding": decoding,
                           "num_tokens": completion.num_tokens})
     samples.parent.mkdir(parents=True, exist_ok=True)
@@ -121,6 +144,9 @@ def generate(records, samples: Path, base_dir: Path, max_new_tokens: int, temper
 @click.option("--base-dir", default="/work/diag/smollm2_base", type=click.Path(file_okay=False),
               help="Where the dequantized SmolLM2 checkpoint is kept.")
 @click.option("--regenerate", is_flag=True, help="Generate even if --samples exists.")
+@click.option("--chat", is_flag=True,
+              help="HumanEval: prompt in the model's chat format for the whole function "
+                   "(more programs that pass) instead of the pipeline's raw prompt.")
 @click.option("--max-new-tokens", default=256)
 @click.option("--temperature", default=0.8)
 @click.option("--sample-every", default=4, help="One sampled completion for every n-th problem.")
@@ -128,7 +154,7 @@ def generate(records, samples: Path, base_dir: Path, max_new_tokens: int, temper
 @click.option("--threads", default=2, help="torch threads for generation.")
 @click.option("--timeout", "timeout_s", default=3.0, help="Per-program timeout, both judges.")
 def main(samples: str, task: str, data: str, count: int, base_dir: str, regenerate: bool,
-         max_new_tokens: int, temperature: float, sample_every: int, batch_size: int,
+         chat: bool, max_new_tokens: int, temperature: float, sample_every: int, batch_size: int,
          threads: int, timeout_s: float) -> None:
     path = Path(samples)
     if task == "humaneval":
@@ -141,8 +167,10 @@ def main(samples: str, task: str, data: str, count: int, base_dir: str, regenera
         mbpp_problem_file(records, Path(problems))
     by_task = {r.source_id: r for r in records}
     if regenerate or not path.is_file():
+        if chat and task != "humaneval":
+            raise click.UsageError("--chat is for HumanEval (its prompt is a function to complete)")
         generate(records, path, Path(base_dir), max_new_tokens, temperature, sample_every,
-                 batch_size, threads)
+                 batch_size, threads, chat)
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     subset = [by_task[line["task_id"]] for line in lines]
 
