@@ -6,7 +6,7 @@ PYTHON ?= python3
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install repro test test-slow experiments report
+.PHONY: install repro test test-slow experiments run-queue report
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,18 @@ test-slow: $(STAMP)
 METHODS = cot,sft,rft,prft,star,srf,psrf,rpo,siof,sipf,sipf_no_or,sipf_no_pf_or
 experiments: $(STAMP)
 	. $(BIN)/activate && dvc exp run --queue -S 'method=$(METHODS)' -S 'seed=0,1,2' \
-	  && dvc exp run --queue -S method=sipf -S 'or_weight=0.01,1' -S 'seed=0,1,2' \
-	  && HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_NUM_THREADS=1 dvc queue start -j 2
+	  && dvc exp run --queue -S method=sipf -S 'or_weight=0.01,1' -S 'seed=0,1,2'
+	$(MAKE) run-queue
+
+# Runs the queued experiments, JOBS at a time with one torch thread each. DVC's worker can
+# exit with tasks still queued (treeverse/dvc#10562), so it is started again until none is.
+JOBS ?= 2
+run-queue: $(STAMP)
+	. $(BIN)/activate && export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_NUM_THREADS=1; \
+	while dvc queue status | grep -q ' Queued$$'; do \
+	  dvc queue start -j $(JOBS) || exit 1; \
+	  while dvc queue status | grep -q ' Running$$'; do sleep 30; done; \
+	done
 
 report: $(STAMP)
 	. $(BIN)/activate && sipf report
