@@ -121,9 +121,10 @@ class Run:
         return [(float(row[0]), float(row[1])) for row in rows]
 
 
-def experiment_runs(repo: Path = Path("."), all_commits: bool = True) -> list[Run]:
-    """The finished experiments of ``repo`` as ``dvc exp show --json`` lists them (every
-    baseline commit with ``all_commits``); an experiment's other files (the DVCLive curves)
+def experiment_runs(repo: Path = Path("."), all_commits: bool = False) -> list[Run]:
+    """The finished experiments of ``repo`` as ``dvc exp show --json`` lists them: those of
+    the commit checked out, or of every commit with ``all_commits`` (slower: 35 s against
+    6 s for this repository's ~110 commits); an experiment's other files (the DVCLive curves)
     are read from its commit with ``git show``. Queued, running and failed experiments,
     which have no evaluated M0 yet, are left out."""
     import subprocess
@@ -142,11 +143,13 @@ def runs_from_exp_show(baselines: list[dict], repo: Path) -> list[Run]:
     runs = []
     for baseline in baselines:
         for experiment in baseline.get("experiments") or []:
+            state = (experiment.get("executor") or {}).get("state", "success")
             tip = experiment["revs"][0]
             data = tip.get("data") or {}
             metrics = {path: entry["data"] for path, entry in (data.get("metrics") or {}).items()
                        if "data" in entry}
-            if tip.get("error") or "metrics/eval/sft.json" not in metrics:
+            # A queued or running experiment shows its baseline's metrics: leave it out.
+            if state != "success" or tip.get("error") or "metrics/eval/sft.json" not in metrics:
                 continue
             params = data["params"]["params.yaml"]["data"]
             runs.append(Run(tip.get("name") or tip["rev"][:7], params,

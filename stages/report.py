@@ -19,8 +19,10 @@ from stages.common import clear_errors
               help="Where the experiments' report goes: results.md and the PNG figures.")
 @click.option("--repo", default=".", show_default=True, type=click.Path(file_okay=False),
               help="The repository whose `dvc exp` experiments are reported.")
+@click.option("--all-commits", is_flag=True,
+              help="Also experiments based on other commits than the one checked out.")
 @clear_errors
-def main(runs: tuple[str, ...], out: str, repo: str) -> None:
+def main(runs: tuple[str, ...], out: str, repo: str, all_commits: bool) -> None:
     """Tables (printed, and in OUT/results.md) and figures of every finished experiment.
 
     With RUNS (project directories, one per seed): one table of every evaluated model.
@@ -30,7 +32,7 @@ def main(runs: tuple[str, ...], out: str, repo: str) -> None:
         return
     from sipf.figures import draw_all  # matplotlib: only for this command
 
-    experiments = experiment_runs(Path(repo))
+    experiments = experiment_runs(Path(repo), all_commits)
     if not experiments:
         raise DataError("no finished experiment (`dvc exp show` lists none with an evaluated "
                         "M0): queue them first (README: 'Baselines')", file=Path(repo).resolve())

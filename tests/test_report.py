@@ -82,16 +82,17 @@ def test_reward_model_table_compares_prm_and_orm_against_the_oracle():
 
 
 def test_exp_show_json_gives_finished_experiments_only(tmp_path):
-    def entry(name, method, finished):
+    def entry(name, method, finished, state="success"):
         metrics = {"metrics/eval/sft.json": {"data": {"test": {"accuracy": 0.5}}}
                    if finished else {"error": {"type": "FileNotFoundError"}}}
-        return {"revs": [{"rev": "a" * 40, "name": name, "data": {
+        return {"executor": {"state": state}, "revs": [{"rev": "a" * 40, "name": name, "data": {
             "params": {"params.yaml": {"data": {"method": method, "seed": 1}}},
             "metrics": metrics}}]}
 
     shown = [{"rev": "workspace", "experiments": None},
              {"rev": "b" * 40, "experiments": [entry("rft-s1", "rft", True),
-                                               entry("star-s1", "star", False)]}]
+                                               entry("star-s1", "star", False),
+                                               entry("srf-s1", "srf", True, state="running")]}]
     runs = runs_from_exp_show(shown, tmp_path)
     assert [(r.name, r.method, r.seed) for r in runs] == [("rft-s1", "rft", 1)]
     assert runs[0].accuracy("sft", "test") == 0.5
