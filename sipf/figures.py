@@ -71,13 +71,17 @@ def alignment_log_probs(runs: Sequence[Run], path: Path) -> Path:
     for ax, (method, title, unit) in zip(axes, panels):
         run = min((r for r in runs if r.method == method and r.or_weight == DEFAULT_OR_WEIGHT),
                   key=lambda r: r.seed, default=None)
+        logged = "metrics/it1/align/plots/metrics"
+        # DVCLive numbers its log calls (one every align.logging_steps): plot against epochs.
+        epochs = dict(run.curve(f"{logged}/epoch.tsv")) if run else {}
         for which, style in (("chosen", "-"), ("rejected", "--")):
-            curve = run.curve(f"metrics/it1/align/plots/metrics/logps/{which}.tsv") if run else []
-            if curve:
-                ax.plot(*zip(*curve), style, label=f"{which} paths")
+            curve = run.curve(f"{logged}/logps/{which}.tsv") if run else []
+            points = [(epochs[step], value) for step, value in curve if step in epochs]
+            if points:
+                ax.plot(*zip(*points), style, label=f"{which} paths")
         seed = f", seed {run.seed}" if run else ": no run"
         ax.set_title(f"{title}, iteration 1{seed}")
-        ax.set_xlabel("optimizer step")
+        ax.set_xlabel("epoch (passes over the pairs)")
         ax.set_ylabel(unit)
         ax.grid(alpha=0.3)
         if ax.lines:

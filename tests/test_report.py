@@ -104,7 +104,8 @@ def test_figures_are_pngs_with_the_runs_drawn(tmp_path):
 
     curve = {"metrics/it1/align/plots/metrics/logps/chosen.tsv": "step\tchosen\n0\t-1.0\n1\t-0.9\n",
              "metrics/it1/align/plots/metrics/logps/rejected.tsv":
-                 "step\trejected\n0\t-1.2\n1\t-1.5\n"}
+                 "step\trejected\n0\t-1.2\n1\t-1.5\n",
+             "metrics/it1/align/plots/metrics/epoch.tsv": "step\tepoch\n0\t0.1\n1\t0.2\n"}
     runs = [fake_run(m, s, 0.5 + s / 10, curves=curve) for m in ("sft", "sipf", "srf", "siof")
             for s in (0, 1)]
     assert runs[2].curve("metrics/it1/align/plots/metrics/logps/chosen.tsv") == [
