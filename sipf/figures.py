@@ -50,7 +50,8 @@ def accuracy_per_iteration(runs: Sequence[Run], path: Path) -> Path:
             stats = [_mean_sd(v) for _, v in points]
             seeds = max(len(v) for _, v in points)
             ax.errorbar([k for k, _ in points], [m for m, _ in stats], [s for _, s in stats],
-                        marker="o", capsize=3, label=f"{label} ({seeds} seeds)")
+                        marker="o", capsize=3,
+                        label=f"{label} ({seeds} seed{'s' * (seeds != 1)})")
         ax.set_title(f"{SPLIT_TITLES[split]} test accuracy")
         ax.set_xlabel("iteration (0 = SFT model M0)")
         ax.set_ylabel("accuracy (%)")
