@@ -120,12 +120,18 @@ def starting_adapter(cfg: AlignConfig, previous_adapter: Path | None) -> Path | 
 _TOKEN_FIELDS = ("input_ids", "attention_mask", "labels")
 
 
-def _drop_added_bos(row: dict, tokenizer: PreTrainedTokenizerBase) -> dict:
-    """``row`` (a tokenized ORPO example) without the BOS TRL prepended, unless the
-    tokenizer itself puts one there with ``add_special_tokens=False`` (see the module doc)."""
+def _trl_added_bos(prompt: str, prompt_ids: list[int],
+                   tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether TRL prepended a BOS to ``prompt_ids`` that the tokenizer itself does not put
+    there with ``add_special_tokens=False`` (see the module doc)."""
     bos = tokenizer.bos_token_id
-    own = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
-    if bos is None or row["prompt_input_ids"][:1] != [bos] or own[:1] == [bos]:
+    return (bos is not None and prompt_ids[:1] == [bos]
+            and tokenizer(prompt, add_special_tokens=False)["input_ids"][:1] != [bos])
+
+
+def _drop_added_bos(row: dict, tokenizer: PreTrainedTokenizerBase) -> dict:
+    """``row`` (a tokenized ORPO example) without the BOS TRL prepended, if it did."""
+    if not _trl_added_bos(row["prompt"], row["prompt_input_ids"], tokenizer):
         return row
     # TRL put the BOS at position 0 of every prompt_/chosen_/rejected_ token sequence.
     return {key: values[1:] for key, values in row.items() if key.endswith(_TOKEN_FIELDS)}
@@ -267,9 +273,7 @@ def _live_callbacks(live_dir: Path | None) -> list[TrainerCallback]:
 
 def _drop_added_bos_dpo(row: dict, tokenizer: PreTrainedTokenizerBase) -> dict:
     """As :func:`_drop_added_bos`, for DPO's columns: only ``prompt_ids`` starts with it."""
-    bos = tokenizer.bos_token_id
-    own = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
-    if bos is None or row["prompt_ids"][:1] != [bos] or own[:1] == [bos]:
+    if not _trl_added_bos(row["prompt"], row["prompt_ids"], tokenizer):
         return row
     return {**row, "prompt_ids": row["prompt_ids"][1:]}
 

@@ -3,11 +3,11 @@ legend, and the number of seeds behind every mean (error bars: sample sd over se
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from sipf.report import (DEFAULT_OR_WEIGHT, ITERATIONS, SPLITS, Run, accuracies, step_accuracy)
+from sipf.report import (DEFAULT_OR_WEIGHT, ITERATIONS, SPLITS, Run, accuracies, mean_and_sd,
+                         step_accuracy)
 from sipf.storage import atomic_path
 
 SPLIT_TITLES = {"test": "in domain", "ood": "out of domain"}
@@ -22,11 +22,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    return (100 * statistics.fmean(values),
-            100 * statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def _save(fig, path: Path) -> Path:
@@ -47,7 +42,7 @@ def accuracy_per_iteration(runs: Sequence[Run], path: Path) -> Path:
             points = [(k, v) for k, v in points if v]
             if len(points) < 2:
                 continue
-            stats = [_mean_sd(v) for _, v in points]
+            stats = [mean_and_sd(v) for _, v in points]
             seeds = max(len(v) for _, v in points)
             ax.errorbar([k for k, _ in points], [m for m, _ in stats], [s for _, s in stats],
                         marker="o", capsize=3,
@@ -99,12 +94,12 @@ def or_weight_sweep(runs: Sequence[Run], path: Path) -> Path:
     for k in ITERATIONS:
         points = [(w, v) for w in weights if (v := accuracies(runs, "sipf", f"it{k}", "test", w))]
         if points:
-            stats = [_mean_sd(v) for _, v in points]
+            stats = [mean_and_sd(v) for _, v in points]
             ax.errorbar([w for w, _ in points], [m for m, _ in stats], [s for _, s in stats],
                         marker="o", capsize=3, label=f"iteration {k}")
     m0 = accuracies(runs, "sft", "sft", "test")
     if m0:
-        ax.axhline(_mean_sd(m0)[0], color="grey", linestyle=":", label="M0 (SFT)")
+        ax.axhline(mean_and_sd(m0)[0], color="grey", linestyle=":", label="M0 (SFT)")
     ax.set_xscale("log")
     ax.set_xlabel("λ, weight of the odds-ratio term (or_weight, log scale)")
     ax.set_ylabel("in-domain accuracy (%)")
@@ -127,7 +122,7 @@ def reward_model_accuracy(runs: Sequence[Run], path: Path) -> Path:
         cells = [(k, step_accuracy(runs, method, k, key)) for k in ITERATIONS]
         cells = [(k, v) for k, v in cells if v]
         if cells:
-            stats = [_mean_sd(v) for _, v in cells]
+            stats = [mean_and_sd(v) for _, v in cells]
             ax.bar([k + (i - 1) * width for k, _ in cells], [m for m, _ in stats], width,
                    yerr=[s for _, s in stats], capsize=3, label=label)
     ax.set_xticks(list(ITERATIONS))

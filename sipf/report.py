@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import re
 import statistics
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,14 +57,18 @@ def collect(runs: Sequence[Path]) -> dict[str, dict[str, list[float]]]:
     return dict(sorted(table.items(), key=lambda item: _order(item[0])))
 
 
-def mean_sd(values: Sequence[float], scale: float = 100.0) -> str:
+def mean_and_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample sd in percent (sd 0 for a single run)."""
+    return (100 * statistics.fmean(values),
+            100 * statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def mean_sd(values: Sequence[float]) -> str:
     """'61.2 ± 3.4' in percent (sample sd); a single run has no sd; none is '–'."""
     if not values:
         return "–"
-    mean = scale * statistics.fmean(values)
-    if len(values) < 2:
-        return f"{mean:.1f}"
-    return f"{mean:.1f} ± {scale * statistics.stdev(values):.1f}"
+    mean, sd = mean_and_sd(values)
+    return f"{mean:.1f}" if len(values) < 2 else f"{mean:.1f} ± {sd:.1f}"
 
 
 def markdown(table: dict[str, dict[str, list[float]]]) -> str:
@@ -127,9 +133,6 @@ def experiment_runs(repo: Path = Path("."), all_commits: bool = False) -> list[R
     6 s for this repository's ~110 commits); an experiment's other files (the DVCLive curves)
     are read from its commit with ``git show``. Queued, running and failed experiments,
     which have no evaluated M0 yet, are left out."""
-    import subprocess
-    import sys
-
     command = ["dvc", "exp", "show", "--json", *(["--all-commits"] if all_commits else [])]
     done = subprocess.run([sys.executable, "-m", *command], cwd=repo, capture_output=True,
                           text=True)  # the dvc of this environment, whatever PATH says
@@ -159,8 +162,6 @@ def runs_from_exp_show(baselines: list[dict], repo: Path) -> list[Run]:
 
 def _reader(repo: Path, rev: str, metrics: dict[str, Any]) -> Callable[[str], str | None]:
     def read(path: str) -> str | None:
-        import subprocess
-
         if path in metrics:
             return json.dumps(metrics[path])
         done = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True,

@@ -35,7 +35,7 @@ def main(runs: tuple[str, ...], out: str, repo: str, all_commits: bool) -> None:
     experiments = experiment_runs(Path(repo), all_commits)
     if not experiments:
         raise DataError("no finished experiment (`dvc exp show` lists none with an evaluated "
-                        "M0): queue them first (README: 'Baselines')", file=Path(repo).resolve())
+                        "M0): queue them first (README: 'Methods')", file=Path(repo).resolve())
     text = tables(experiments)
     figures = draw_all(experiments, Path(out))
     with atomic_path(Path(out) / "results.md") as tmp:
