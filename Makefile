@@ -45,4 +45,4 @@ run-queue: $(STAMP)
 	done
 
 report: $(STAMP)
-	. $(BIN)/activate && sipf report
+	. $(BIN)/activate && sipf report --readme README.md

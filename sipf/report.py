@@ -266,3 +266,17 @@ def tables(runs: Sequence[Run]) -> str:
         + reward_model_table(runs),
         "### Table 4: ablations\n\n" + ablation_table(runs),
         "### Figure 6: or_weight sweep (SIPF, in domain)\n\n" + or_weight_table(runs)])
+
+
+README_START, README_END = "<!-- results: start -->", "<!-- results: end -->"
+
+
+def with_results(readme: str, results: str, figures_dir: str) -> str:
+    """``readme`` with the text between its results markers replaced by ``results`` (the
+    report's Markdown): headings one level deeper, figure links relative to the README."""
+    start, end = readme.find(README_START), readme.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"no '{README_START}' ... '{README_END}' block to replace")
+    body = results.replace("\n### ", "\n#### ").replace("](", f"]({figures_dir}/")
+    return readme[:start] + f"{README_START}\n{body.strip()}\n{README_END}" \
+        + readme[end + len(README_END):]

@@ -2,11 +2,13 @@
 
 import json
 
+import pytest
+
 from click.testing import CliRunner
 
 from sipf.cli import main
 from sipf.report import (Run, best_iteration, collect, main_table, markdown, mean_sd,
-                         or_weight_table, reward_model_table, runs_from_exp_show)
+                         or_weight_table, reward_model_table, runs_from_exp_show, with_results)
 
 
 def write_run(root, accuracies: dict[str, tuple[float, float]]):
@@ -116,3 +118,26 @@ def test_figures_are_pngs_with_the_runs_drawn(tmp_path):
         "reward_model_accuracy.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
                for p in paths)
+
+
+def test_readme_block_is_replaced_and_a_readme_without_markers_is_refused():
+    readme = "intro\n<!-- results: start -->\nstale\n<!-- results: end -->\nclaims\n"
+    report = "Runs: 2.\n\n### Table 3\n\n| a |\n\n![fig](fig.png)\n"
+    assert with_results(readme, report, "reports") == (
+        "intro\n<!-- results: start -->\nRuns: 2.\n\n#### Table 3\n\n| a |\n\n"
+        "![fig](reports/fig.png)\n<!-- results: end -->\nclaims\n")
+    with pytest.raises(ValueError, match="no '<!-- results: start -->'"):
+        with_results("intro only\n", report, "reports")
+
+
+def test_report_refuses_a_readme_without_markers_before_writing(tmp_path, monkeypatch):
+    import stages.report
+    monkeypatch.setattr(stages.report, "experiment_runs", lambda repo, all_commits: [
+        fake_run("sft", 0, 0.5)])
+    (tmp_path / "README.md").write_text("no markers\n")
+    result = CliRunner().invoke(main, ["report", "--out", str(tmp_path / "reports"),
+                                       "--readme", str(tmp_path / "README.md")])
+    assert result.exit_code == 1
+    assert "README.md" in result.output and "no '<!-- results: start -->'" in result.output
+    assert not (tmp_path / "reports").exists()
+    assert (tmp_path / "README.md").read_text() == "no markers\n"
