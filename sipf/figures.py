@@ -37,7 +37,8 @@ def accuracy_per_iteration(runs: Sequence[Run], path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     for ax, split in zip(axes, SPLITS):
         for label, method in ITERATED:
-            points = [(0, accuracies(runs, "sft", "sft", split))] + [
+            # iteration 0: the M0 of this method's own seeds (every experiment evaluates it)
+            points = [(0, accuracies(runs, method, "sft", split))] + [
                 (k, accuracies(runs, method, f"it{k}", split)) for k in ITERATIONS]
             points = [(k, v) for k, v in points if v]
             if len(points) < 2:
@@ -97,9 +98,12 @@ def or_weight_sweep(runs: Sequence[Run], path: Path) -> Path:
             stats = [mean_and_sd(v) for _, v in points]
             ax.errorbar([w for w, _ in points], [m for m, _ in stats], [s for _, s in stats],
                         marker="o", capsize=3, label=f"iteration {k}")
-    m0 = accuracies(runs, "sft", "sft", "test")
+    # M0 of the seeds the sweep ran (one value per seed, whatever its λ)
+    m0 = {r.seed: v for r in runs if r.method == "sipf" and (v := r.accuracy("sft", "test"))
+          is not None}
     if m0:
-        ax.axhline(mean_and_sd(m0)[0], color="grey", linestyle=":", label="M0 (SFT)")
+        ax.axhline(mean_and_sd(list(m0.values()))[0], color="grey", linestyle=":",
+                   label=f"M0 (SFT), seed{'s' * (len(m0) != 1)} {', '.join(map(str, sorted(m0)))}")
     ax.set_xscale("log")
     ax.set_xlabel("λ, weight of the odds-ratio term (or_weight, log scale)")
     ax.set_ylabel("in-domain accuracy (%)")
