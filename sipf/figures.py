@@ -147,4 +147,6 @@ FIGURES = {"accuracy_per_iteration.png": accuracy_per_iteration,
 
 
 def draw_all(runs: Sequence[Run], out: Path) -> list[Path]:
-    return [draw(runs, Path(out) / name) for name, draw in FIGURES.items()]
+    """Every figure, of the runs that changed no param outside report.COMPARED."""
+    compared = [r for r in runs if not r.changed]
+    return [draw(compared, Path(out) / name) for name, draw in FIGURES.items()]

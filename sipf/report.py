@@ -26,6 +26,7 @@ from sipf.errors import DataError
 SPLITS = ("test", "ood")
 DEFAULT_OR_WEIGHT = 0.1  # Params().or_weight: the main tables use runs at the default λ
 ITERATIONS = (1, 2, 3)
+COMPARED = ("method", "seed", "or_weight")  # the params the tables compare across experiments
 
 
 # ----------------------------------------------------------------------------- run directories
@@ -88,6 +89,9 @@ class Run:
     name: str
     params: dict[str, Any]
     read: Callable[[str], str | None]
+    # params other than COMPARED that differ from the experiment's baseline ("key=value"): such
+    # a run is not one of the tables' cells, so the report lists it on its own
+    changed: tuple[str, ...] = ()
 
     @property
     def method(self) -> str:
@@ -145,6 +149,7 @@ def runs_from_exp_show(baselines: list[dict], repo: Path) -> list[Run]:
     """The finished experiments in ``dvc exp show --json`` output (see experiment_runs)."""
     runs = []
     for baseline in baselines:
+        base_params = _params(baseline)
         for experiment in baseline.get("experiments") or []:
             state = (experiment.get("executor") or {}).get("state", "success")
             tip = experiment["revs"][0]
@@ -154,10 +159,30 @@ def runs_from_exp_show(baselines: list[dict], repo: Path) -> list[Run]:
             # A queued or running experiment shows its baseline's metrics: leave it out.
             if state != "success" or tip.get("error") or "metrics/eval/sft.json" not in metrics:
                 continue
-            params = data["params"]["params.yaml"]["data"]
+            params = _params(tip)
             runs.append(Run(tip.get("name") or tip["rev"][:7], params,
-                            _reader(repo, tip["rev"], metrics)))
+                            _reader(repo, tip["rev"], metrics), _changed(params, base_params)))
     return sorted(runs, key=lambda r: (r.method, r.or_weight, r.seed, r.name))
+
+
+def _params(entry: dict) -> dict[str, Any]:
+    return ((entry.get("data") or {}).get("params") or {}).get("params.yaml", {}).get("data", {})
+
+
+def _changed(params: dict[str, Any], baseline: dict[str, Any]) -> tuple[str, ...]:
+    """'key=value' for every param outside COMPARED that differs from the baseline's."""
+    def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out = {}
+        for key, value in tree.items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict)
+                       else {f"{prefix}{key}": value})
+        return out
+
+    if not baseline:  # no baseline params to compare with
+        return ()
+    mine, theirs = flat(params), flat(baseline)
+    return tuple(f"{key}={mine.get(key)}" for key in sorted(mine.keys() | theirs.keys())
+                 if key not in COMPARED and mine.get(key) != theirs.get(key))
 
 
 def _reader(repo: Path, rev: str, metrics: dict[str, Any]) -> Callable[[str], str | None]:
@@ -255,17 +280,36 @@ def or_weight_table(runs: Sequence[Run]) -> str:
     return "\n".join(lines)
 
 
-def tables(runs: Sequence[Run]) -> str:
-    """Every table, as one Markdown document."""
+def other_runs_table(runs: Sequence[Run]) -> str:
+    """Experiments that changed other params than COMPARED: each on its own row."""
+    head = " | ".join(f"{m} (%)" for m in ("M0", *(f"iteration {k}" for k in ITERATIONS)))
+    lines = [f"| experiment | method | seed | changed | {head} |", "|---|---|---|---|"
+             + "---|" * (1 + len(ITERATIONS))]
+    for run in runs:
+        cells = [mean_sd([v] if (v := run.accuracy(m, "test")) is not None else [])
+                 for m in ("sft", *(f"it{k}" for k in ITERATIONS))]
+        lines.append(f"| {run.name} | {run.method} | {run.seed} | {', '.join(run.changed)} | "
+                     f"{' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def tables(all_runs: Sequence[Run]) -> str:
+    """Every table, as one Markdown document; experiments that changed other params than
+    COMPARED are left out of the paper's tables and listed after them."""
+    runs = [r for r in all_runs if not r.changed]
+    others = [r for r in all_runs if r.changed]
     seeds = sorted({r.seed for r in runs})
     return "\n\n".join([
         f"Runs: {len(runs)} experiments, seeds {', '.join(map(str, seeds))}. Mean ± sample sd "
-        f"over seeds, in percent; '–': not measured.",
+        f"over seeds, in percent; '–': not measured."
+        + (f" {len(others)} experiments with other params changed are listed at the end."
+           if others else ""),
         "### Tables 1/2: methods, in domain and out of domain\n\n" + main_table(runs),
         "### Table 3: PRM against ORM, step accuracy against the arith oracle\n\n"
         + reward_model_table(runs),
         "### Table 4: ablations\n\n" + ablation_table(runs),
-        "### Figure 6: or_weight sweep (SIPF, in domain)\n\n" + or_weight_table(runs)])
+        "### Figure 6: or_weight sweep (SIPF, in domain)\n\n" + or_weight_table(runs),
+        *(["### Other experiments (in domain)\n\n" + other_runs_table(others)] if others else [])])
 
 
 README_START, README_END = "<!-- results: start -->", "<!-- results: end -->"

@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 from sipf.cli import main
 from sipf.report import (Run, best_iteration, collect, main_table, markdown, mean_sd,
-                         or_weight_table, reward_model_table, runs_from_exp_show, with_results)
+                         or_weight_table, reward_model_table, runs_from_exp_show, tables,
+                         with_results)
 
 
 def write_run(root, accuracies: dict[str, tuple[float, float]]):
@@ -141,3 +142,26 @@ def test_report_refuses_a_readme_without_markers_before_writing(tmp_path, monkey
     assert "README.md" in result.output and "no '<!-- results: start -->'" in result.output
     assert not (tmp_path / "reports").exists()
     assert (tmp_path / "README.md").read_text() == "no markers\n"
+
+
+def test_experiments_changing_other_params_are_set_aside_with_what_they_changed(tmp_path):
+    def entry(name, params):
+        return {"executor": {"state": "success"}, "revs": [{"rev": "a" * 40, "name": name, "data": {
+            "params": {"params.yaml": {"data": params}},
+            "metrics": {"metrics/eval/sft.json": {"data": {"test": {"accuracy": 0.5}}},
+                        "metrics/eval/it1.json": {"data": {"test": {"accuracy": 0.25}}}}}}]}
+
+    base = {"method": "sipf", "seed": 0, "or_weight": 0.1, "align": {"learning_rate": 0.001}}
+    shown = [{"rev": "b" * 40, "data": {"params": {"params.yaml": {"data": base}}},
+              "experiments": [
+                  entry("srf-s1", {**base, "method": "srf", "seed": 1}),
+                  entry("srf-lr", {**base, "method": "srf", "align": {"learning_rate": 1e-4}})]}]
+    runs = runs_from_exp_show(shown, tmp_path)
+    assert {r.name: r.changed for r in runs} == {
+        "srf-s1": (), "srf-lr": ("align.learning_rate=0.0001",)}
+    text = tables(runs)
+    assert text.startswith("Runs: 1 experiments, seeds 1.")
+    assert "1 experiments with other params changed are listed at the end." in text
+    assert text.endswith("| srf-lr | srf | 0 | align.learning_rate=0.0001 | 50.0 | 25.0 | – | – |")
+    assert next(line for line in text.splitlines() if line.startswith("| SRF |")) == (
+        "| SRF | 1 | 25.0 | – |")  # srf-s1 alone: the set-aside seed-0 run is not averaged in
