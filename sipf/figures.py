@@ -11,8 +11,11 @@ from sipf.report import (DEFAULT_OR_WEIGHT, ITERATIONS, SPLITS, Run, accuracies,
 from sipf.storage import atomic_path
 
 SPLIT_TITLES = {"test": "in domain", "ood": "out of domain"}
-ITERATED = [("SIPF", "sipf"), ("SIOF (outcome feedback)", "siof"), ("STaR", "star"),
-            ("SIPF w/o OR", "sipf_no_or"), ("SIPF w/o PFOR", "sipf_no_pf_or"), ("RFT", "rft")]
+# (label, method, model at iteration k): the lines of Figure 4
+ITERATED = [("SIPF", "sipf", "it{k}"), ("SIOF (outcome feedback)", "siof", "it{k}"),
+            ("STaR", "star", "it{k}"), ("SIPF w/o OR", "sipf_no_or", "it{k}"),
+            ("SIPF w/o PFOR", "sipf_no_pf_or", "it{k}"), ("RFT", "rft", "it{k}"),
+            ("gold-SFT control (SIPF's budget)", "sipf", "it{k}_control")]
 
 
 def _pyplot():
@@ -36,10 +39,10 @@ def accuracy_per_iteration(runs: Sequence[Run], path: Path) -> Path:
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     for ax, split in zip(axes, SPLITS):
-        for label, method in ITERATED:
+        for label, method, model in ITERATED:
             # iteration 0: the M0 of this method's own seeds (every experiment evaluates it)
             points = [(0, accuracies(runs, method, "sft", split))] + [
-                (k, accuracies(runs, method, f"it{k}", split)) for k in ITERATIONS]
+                (k, accuracies(runs, method, model.format(k=k), split)) for k in ITERATIONS]
             points = [(k, v) for k, v in points if v]
             if len(points) < 2:
                 continue

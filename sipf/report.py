@@ -216,7 +216,10 @@ MAIN_ROWS = [("CoT", "cot", "base"), ("SFT", "sft", "sft"), ("RFT", "rft", "it1"
              ("pRFT", "prft", "it1"), ("SRF", "srf", "it1"), ("pSRF", "psrf", "it1"),
              ("RPO", "rpo", "it1"), ("STaR", "star", "best"),
              *[(f"SIOF-Iter{k}", "siof", f"it{k}") for k in ITERATIONS],
-             *[(f"SIPF-Iter{k}", "sipf", f"it{k}") for k in ITERATIONS]]
+             *[(f"SIPF-Iter{k}", "sipf", f"it{k}") for k in ITERATIONS],
+             # not in the paper: M0 trained on gold solutions with SIPF-Iter k's budget
+             *[(f"gold-SFT control, SIPF-Iter{k}'s budget", "sipf", f"it{k}_control")
+               for k in ITERATIONS]]
 ABLATIONS = [("SIPF", "sipf"), ("w/o PF (SIOF)", "siof"), ("w/o OR", "sipf_no_or"),
              ("w/o PFOR", "sipf_no_pf_or")]
 

@@ -54,9 +54,12 @@ def fake_run(method, seed, accuracy, or_weight=0.1, score=None, curves=None):
 
 
 def test_main_table_is_mean_and_sd_over_seeds_per_method():
+    control = Run("sipf-s2", {"method": "sipf", "seed": 2}, {"metrics/eval/it2_control.json":
+                  json.dumps({"test": {"accuracy": 0.75}, "ood": {"accuracy": 0.25}})}.get)
     runs = [fake_run("rft", 0, 0.5), fake_run("rft", 1, 0.7), fake_run("sft", 0, 0.4),
-            fake_run("sipf", 0, 0.9, or_weight=1.0)]  # a sweep run: not in the main table
+            fake_run("sipf", 0, 0.9, or_weight=1.0), control]  # a sweep run: not in the main table
     rows = {line.split(" | ")[0][2:]: line for line in main_table(runs).splitlines()[2:]}
+    assert rows["gold-SFT control, SIPF-Iter2's budget"].endswith(" | 1 | 75.0 | 25.0 |")
     assert rows["RFT"] == "| RFT | 2 | 60.0 ± 14.1 | 30.0 ± 7.1 |"
     assert rows["SFT"] == "| SFT | 1 | 40.0 | 20.0 |"
     assert rows["SIPF-Iter1"] == "| SIPF-Iter1 | 0 | – | – |"
