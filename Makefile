@@ -34,16 +34,17 @@ experiments: $(STAMP)
 	  && dvc exp run --queue -S method=sipf -S 'or_weight=0.01,1' -S 'seed=0,1,2'
 	$(MAKE) run-queue
 
-# Runs the queued experiments, JOBS at a time with one torch thread each. DVC's workers can
-# exit with tasks still queued (treeverse/dvc#10562), so every minute the missing ones are
-# started again (`dvc queue start -j N` tops up to N workers), until none is queued or running.
+# Runs the queued experiments, JOBS at a time with one torch thread each. DVC's worker can
+# exit with tasks still queued (treeverse/dvc#10562), so it is started again until none is.
+# Only once nothing runs: `dvc queue start` finds live workers by a ping that a busy worker
+# can miss, and then starts a second worker of the same name (measured: 3 runs on 2 cores).
 JOBS ?= 2
 run-queue: $(STAMP)
 	. $(BIN)/activate && export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_NUM_THREADS=1; \
 	while dvc queue status | grep -q ' Queued$$'; do \
-	  dvc queue start -j $(JOBS) || exit 1; sleep 60; \
-	done; \
-	while dvc queue status | grep -q ' Running$$'; do sleep 60; done
+	  dvc queue start -j $(JOBS) || exit 1; \
+	  while dvc queue status | grep -q ' Running$$'; do sleep 30; done; \
+	done
 
 report: $(STAMP)
 	. $(BIN)/activate && sipf report --readme README.md
