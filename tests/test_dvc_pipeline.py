@@ -85,12 +85,12 @@ def test_experiments_of_two_methods_and_seeds_feed_the_report(project):
     sipf = str(Path(sys.executable).parent / "sipf")
     (project / "docs").mkdir()
     (project / "docs/RESULTS.md").write_text(
-        "# Results\n\n<!-- results: start -->\nold\n<!-- results: end -->\n\nClaims.\n")
+        "# Results\n\n<!-- results: start -->\nSTALE-BLOCK\n<!-- results: end -->\n\nClaims.\n")
     printed = sh(sipf, "report", "--out", "reports", "--readme", "docs/RESULTS.md", cwd=project)
     assert "Runs: 3 experiments, seeds 0, 1." in printed
     readme = (project / "docs/RESULTS.md").read_text()
     assert readme.startswith("# Results\n\n<!-- results: start -->\nRuns: 3 experiments")
-    assert readme.endswith("<!-- results: end -->\n\nClaims.\n") and "old" not in readme
+    assert readme.endswith("<!-- results: end -->\n\nClaims.\n") and "STALE-BLOCK" not in readme
     assert "#### Tables 1/2" in readme and "](../reports/accuracy_per_iteration.png)" in readme
     sft_row = next(line for line in printed.splitlines() if line.startswith("| SFT |"))
     assert sft_row.startswith("| SFT | 2 | ")  # both seeds of method sft, mean ± sd
