@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from sipf.report import (DEFAULT_OR_WEIGHT, ITERATIONS, SPLITS, Run, accuracies, mean_and_sd,
-                         step_accuracy)
+from sipf.report import (DEFAULT_OR_WEIGHT, ITERATIONS, SPLITS, Run, accuracies, compared,
+                         mean_and_sd, step_accuracy)
 from sipf.storage import atomic_path
 
 SPLIT_TITLES = {"test": "in domain", "ood": "out of domain"}
@@ -151,5 +151,4 @@ FIGURES = {"accuracy_per_iteration.png": accuracy_per_iteration,
 
 def draw_all(runs: Sequence[Run], out: Path) -> list[Path]:
     """Every figure, of the runs that changed no param outside report.COMPARED."""
-    compared = [r for r in runs if not r.changed]
-    return [draw(compared, Path(out) / name) for name, draw in FIGURES.items()]
+    return [draw(compared(runs), Path(out) / name) for name, draw in FIGURES.items()]

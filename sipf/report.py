@@ -283,6 +283,11 @@ def or_weight_table(runs: Sequence[Run]) -> str:
     return "\n".join(lines)
 
 
+def compared(runs: Sequence[Run]) -> list[Run]:
+    """The runs the paper's tables and figures compare: no param outside COMPARED changed."""
+    return [r for r in runs if not r.changed]
+
+
 def other_runs_table(runs: Sequence[Run]) -> str:
     """Experiments that changed other params than COMPARED: each on its own row."""
     head = " | ".join(f"{m} (%)" for m in ("M0", *(f"iteration {k}" for k in ITERATIONS)))
@@ -299,7 +304,7 @@ def other_runs_table(runs: Sequence[Run]) -> str:
 def tables(all_runs: Sequence[Run]) -> str:
     """Every table, as one Markdown document; experiments that changed other params than
     COMPARED are left out of the paper's tables and listed after them."""
-    runs = [r for r in all_runs if not r.changed]
+    runs = compared(all_runs)
     others = [r for r in all_runs if r.changed]
     seeds = sorted({r.seed for r in runs})
     return "\n\n".join([

@@ -44,8 +44,9 @@ def main(runs: tuple[str, ...], out: str, repo: str, all_commits: bool,
     text = tables(experiments)
     if readme:  # fail on a README without markers before anything is drawn or written
         readme_path = Path(readme)
+        readme_text = readme_path.read_text()
         try:
-            with_results(readme_path.read_text(), "", ".")
+            with_results(readme_text, "", ".")
         except ValueError as e:
             raise DataError(str(e), file=readme_path) from None
     figures = draw_all(experiments, Path(out))
@@ -55,7 +56,7 @@ def main(runs: tuple[str, ...], out: str, repo: str, all_commits: bool,
     if readme:
         figures_dir = Path(os.path.relpath(Path(out).resolve(), readme_path.resolve().parent))
         with atomic_path(readme_path) as tmp:
-            tmp.write_text(with_results(readme_path.read_text(), results, figures_dir.as_posix()))
+            tmp.write_text(with_results(readme_text, results, figures_dir.as_posix()))
     click.echo(text)
     click.echo(f"\nwrote {Path(out) / 'results.md'} and {len(figures)} figures"
                + (f"; updated {readme}" if readme else ""))
