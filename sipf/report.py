@@ -5,7 +5,8 @@ directory, mean ± sd over directories (seeds). **Experiments** (``sipf report``
 repository with ``dvc exp`` runs of several ``method`` and ``seed`` values): the paper's
 Tables 1/2 (methods × in/out of domain), 3 (PRM against ORM step accuracy, measured against
 the arith oracle) and 4 (ablations), and Figures 3 (chosen/rejected log-probability during
-alignment, DPO against ORPO), 4 (accuracy per iteration per method) and 6 (or_weight sweep).
+alignment, DPO against ORPO), 4 (accuracy per iteration per method) and 6 (or_weight sweep),
+and a table of the paper's claims saying on which seeds each holds.
 A number is a mean over seeds ± the sample sd; "–" marks what no run measured.
 """
 
@@ -283,6 +284,69 @@ def or_weight_table(runs: Sequence[Run]) -> str:
     return "\n".join(lines)
 
 
+Series = Callable[[Sequence[Run]], dict[int, float]]  # one value per seed
+
+
+def accuracy_by_seed(method: str, model: str, split: str = "test",
+                     or_weight: float = DEFAULT_OR_WEIGHT) -> Series:
+    return lambda runs: {r.seed: v for r in runs if r.method == method
+                         and r.or_weight == or_weight
+                         and (v := r.accuracy(model, split)) is not None}
+
+
+def step_accuracy_by_seed(method: str, k: int) -> Series:
+    def series(runs: Sequence[Run]) -> dict[int, float]:
+        found = {r.seed: r.json(f"metrics/it{k}/score.json") for r in runs
+                 if r.method == method and r.or_weight == DEFAULT_OR_WEIGHT}
+        key = "prm_step_accuracy_vs_oracle"
+        return {seed: float(m[key]) for seed, m in found.items() if m and key in m}
+    return series
+
+
+def claims(runs: Sequence[Run]) -> list[tuple[str, Series, Series]]:
+    """The paper's claims, each as "left above right" on in-domain accuracy unless it says
+    otherwise; STaR at the iteration Tables 1/2 report."""
+    star = best_iteration(runs, "star") or 1
+    sft = accuracy_by_seed("sft", "sft")
+    sipf3 = accuracy_by_seed("sipf", "it3")
+    return [
+        ("SIPF-Iter1 above SFT", accuracy_by_seed("sipf", "it1"), sft),
+        ("SIPF-Iter3 above SFT", sipf3, sft),
+        ("SIPF-Iter3 above SFT, out of domain", accuracy_by_seed("sipf", "it3", "ood"),
+         accuracy_by_seed("sft", "sft", "ood")),
+        ("SIPF-Iter3 above RFT", sipf3, accuracy_by_seed("rft", "it1")),
+        (f"SIPF-Iter3 above STaR (iteration {star})", sipf3, accuracy_by_seed("star", f"it{star}")),
+        *[(f"SIPF above SIOF at iteration {k}", accuracy_by_seed("sipf", f"it{k}"),
+           accuracy_by_seed("siof", f"it{k}")) for k in ITERATIONS],
+        ("SFT above SRF (DPO)", sft, accuracy_by_seed("srf", "it1")),
+        ("SFT above pSRF (DPO)", sft, accuracy_by_seed("psrf", "it1")),
+        *[(f"PRM above ORM, step accuracy at iteration {k}", step_accuracy_by_seed("sipf", k),
+           step_accuracy_by_seed("siof", k)) for k in ITERATIONS],
+        ("SIPF-Iter3 above w/o OR", sipf3, accuracy_by_seed("sipf_no_or", "it3")),
+        ("SIPF-Iter3 above w/o PFOR", sipf3, accuracy_by_seed("sipf_no_pf_or", "it3")),
+        *[(f"SIPF-Iter3: λ = 0.1 above λ = {w:g}", sipf3,
+           accuracy_by_seed("sipf", "it3", "test", w)) for w in (0.01, 1.0)]]
+
+
+def claims_table(runs: Sequence[Run]) -> str:
+    """Which of the paper's claims hold here, seed by seed: a claim holds on a seed when its
+    left side is strictly above its right side there; only seeds with both sides count."""
+    lines = ["| the paper's claim | seeds | left − right (points) | holds on seeds | verdict |",
+             "|---|---|---|---|---|"]
+    for text, left, right in claims(runs):
+        lhs, rhs = left(runs), right(runs)
+        seeds = sorted(lhs.keys() & rhs.keys())
+        gaps = [lhs[s] - rhs[s] for s in seeds]
+        held = [s for s, gap in zip(seeds, gaps) if gap > 0]
+        verdict = ("–" if not seeds else "yes" if len(held) == len(seeds)
+                   else "no" if not held else f"{len(held)} of {len(seeds)} seeds")
+        gap = mean_sd(gaps)
+        gap = f"+{gap}" if gaps and statistics.fmean(gaps) > 0 else gap
+        lines.append(f"| {text} | {len(seeds)} | {gap} | "
+                     f"{', '.join(map(str, held)) or '–'} | {verdict} |")
+    return "\n".join(lines)
+
+
 def compared(runs: Sequence[Run]) -> list[Run]:
     """The runs the paper's tables and figures compare: no param outside COMPARED changed."""
     return [r for r in runs if not r.changed]
@@ -317,6 +381,7 @@ def tables(all_runs: Sequence[Run]) -> str:
         + reward_model_table(runs),
         "### Table 4: ablations\n\n" + ablation_table(runs),
         "### Figure 6: or_weight sweep (SIPF, in domain)\n\n" + or_weight_table(runs),
+        "### The paper's claims, seed by seed\n\n" + claims_table(runs),
         *(["### Other experiments (in domain)\n\n" + other_runs_table(others)] if others else [])])
 
 

@@ -7,9 +7,9 @@ import pytest
 from click.testing import CliRunner
 
 from sipf.cli import main
-from sipf.report import (Run, best_iteration, collect, main_table, markdown, mean_sd,
-                         or_weight_table, reward_model_table, runs_from_exp_show, tables,
-                         with_results)
+from sipf.report import (Run, best_iteration, claims_table, collect, main_table, markdown,
+                         mean_sd, or_weight_table, reward_model_table, runs_from_exp_show,
+                         tables, with_results)
 
 
 def write_run(root, accuracies: dict[str, tuple[float, float]]):
@@ -85,6 +85,23 @@ def test_reward_model_table_compares_prm_and_orm_against_the_oracle():
             fake_run("siof", 0, 0.5, score={1: {"prm_step_accuracy_vs_oracle": 0.6,
                                                 "right_above_wrong": 0.45}})]
     assert reward_model_table(runs).splitlines()[2] == "| 1 | 70.0 | 60.0 | 55.0 | 50.0 | 45.0 |"
+
+
+def test_claims_hold_seed_by_seed_on_the_seeds_both_sides_have():
+    runs = [fake_run("sft", 0, 0.5), fake_run("sft", 1, 0.5), fake_run("sft", 2, 0.5),
+            fake_run("sipf", 0, 0.6), fake_run("sipf", 1, 0.4), fake_run("sipf", 2, 0.7),
+            fake_run("rft", 0, 0.5), fake_run("rft", 1, 0.3),
+            fake_run("siof", 0, 0.6), fake_run("srf", 0, 0.1)]
+    rows = {line.split(" | ")[0][2:]: line for line in claims_table(runs).splitlines()[2:]}
+    # seeds 0 and 2 above M0, seed 1 below: +10, -10, +20 points
+    assert rows["SIPF-Iter1 above SFT"] == (
+        "| SIPF-Iter1 above SFT | 3 | +6.7 ± 15.3 | 0, 2 | 2 of 3 seeds |")
+    # RFT has no seed 2, so only seeds 0 and 1 are compared
+    assert rows["SIPF-Iter3 above RFT"] == (
+        "| SIPF-Iter3 above RFT | 2 | +10.0 ± 0.0 | 0, 1 | yes |")
+    assert rows["SIPF above SIOF at iteration 1"].endswith("| 1 | 0.0 | – | no |")
+    assert rows["SFT above SRF (DPO)"] == "| SFT above SRF (DPO) | 1 | +40.0 | 0 | yes |"
+    assert rows["SIPF-Iter3 above w/o OR"].endswith("| 0 | – | – | – |")
 
 
 def test_exp_show_json_gives_finished_experiments_only(tmp_path):
