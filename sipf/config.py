@@ -8,6 +8,7 @@ file and the dotted key, so a typo in ``params.yaml`` fails before any work.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -360,6 +361,11 @@ def _at_least(key: str, value: int, low: int) -> None:
         raise ConfigError(f"{key}: must be >= {low}, got {value}")
 
 
+# PyYAML reads YAML 1.1, where a float without a dot (1e-05) is a string; DVC's YAML 1.2 writes
+# exactly that for `dvc exp run -S align.learning_rate=1e-5`
+_YAML_1_2_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+
+
 def _coerce(value: Any, kind: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``kind``; ints widen to floats."""
     origin = typing.get_origin(kind)
@@ -384,6 +390,8 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         item = typing.get_args(kind)[0]
         return origin(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str) and _YAML_1_2_FLOAT.fullmatch(value):
         return float(value)
     if kind in (int, float, str, bool) and (type(value) is not kind):
         raise ConfigError(f"{where}: expected {kind.__name__}, got "

@@ -29,6 +29,7 @@ def test_repository_params_load_and_match_defaults():
     ({"sft": {"learning_rte": 0.1}}, "unknown parameter sft.learning_rte"),
     ({"typo_section": 1}, "unknown parameter typo_section"),
     ({"sft": {"batch_size": "16"}}, "sft.batch_size: expected int, got str '16'"),
+    ({"align": {"learning_rate": "fast"}}, "align.learning_rate: expected float, got str 'fast'"),
     ({"sft": {"batch_size": 0}}, "sft.batch_size: must be >= 1"),
     ({"prepare": {"task": "gsm9k"}}, "prepare.task: 'gsm9k' is not one of"),
     ({"prepare": {"arith": {"ood_start_min": 10, "ood_start_max": 59}}}, "ood_min_steps"),
@@ -53,6 +54,14 @@ def test_ints_widen_to_floats_and_lists_to_tuples(tmp_path):
         "ood_start_min": 10, "ood_start_max": 59}}}))
     assert params.or_weight == 1.0 and isinstance(params.or_weight, float)
     assert params.prepare.arith.operations == ("add", "sub")
+
+
+def test_exponent_floats_without_a_dot_are_floats(tmp_path):
+    # what `dvc exp run -S align.learning_rate=1e-5` writes; PyYAML alone reads it as a string
+    path = tmp_path / "params.yaml"
+    path.write_text("align:\n  learning_rate: 1e-05\nor_weight: 2E+1\n")
+    params = load_params(path)
+    assert params.align.learning_rate == 1e-5 and params.or_weight == 20.0
 
 
 def test_missing_and_malformed_files(tmp_path):
