@@ -197,12 +197,26 @@ def _reader(repo: Path, rev: str, metrics: dict[str, Any]) -> Callable[[str], st
     return read
 
 
-def accuracies(runs: Sequence[Run], method: str, model: str, split: str,
-            or_weight: float | None = DEFAULT_OR_WEIGHT) -> list[float]:
-    """One accuracy per seed of ``method``'s runs (at ``or_weight``; None: any)."""
-    found = [r.accuracy(model, split) for r in runs if r.method == method
+def _values(runs: Sequence[Run], method: str, value: Callable[[Run], float | None],
+            or_weight: float | None = DEFAULT_OR_WEIGHT) -> list[tuple[int, float]]:
+    """(seed, value) of each of ``method``'s runs at ``or_weight`` (None: any) that has one."""
+    found = [(r.seed, value(r)) for r in runs if r.method == method
              and (or_weight is None or r.or_weight == or_weight)]
-    return [v for v in found if v is not None]
+    return [(seed, v) for seed, v in found if v is not None]
+
+
+def _score_metric(k: int, key: str) -> Callable[[Run], float | None]:
+    """``key`` of a run's metrics/it<k>/score.json (the arith oracle's), None if absent."""
+    def read(run: Run) -> float | None:
+        metrics = run.json(f"metrics/it{k}/score.json")
+        return float(metrics[key]) if metrics and key in metrics else None
+    return read
+
+
+def accuracies(runs: Sequence[Run], method: str, model: str, split: str,
+               or_weight: float | None = DEFAULT_OR_WEIGHT) -> list[float]:
+    """One accuracy per seed of ``method``'s runs (at ``or_weight``; None: any)."""
+    return [v for _, v in _values(runs, method, lambda r: r.accuracy(model, split), or_weight)]
 
 
 def best_iteration(runs: Sequence[Run], method: str) -> int | None:
@@ -251,9 +265,7 @@ def ablation_table(runs: Sequence[Run]) -> str:
 
 def step_accuracy(runs: Sequence[Run], method: str, k: int, key: str) -> list[float]:
     """``key`` of metrics/it<k>/score.json over ``method``'s seeds (the arith oracle's)."""
-    found = [r.json(f"metrics/it{k}/score.json") for r in runs
-             if r.method == method and r.or_weight == DEFAULT_OR_WEIGHT]
-    return [float(m[key]) for m in found if m and key in m]
+    return [v for _, v in _values(runs, method, _score_metric(k, key))]
 
 
 def reward_model_table(runs: Sequence[Run]) -> str:
@@ -289,18 +301,12 @@ Series = Callable[[Sequence[Run]], dict[int, float]]  # one value per seed
 
 def accuracy_by_seed(method: str, model: str, split: str = "test",
                      or_weight: float = DEFAULT_OR_WEIGHT) -> Series:
-    return lambda runs: {r.seed: v for r in runs if r.method == method
-                         and r.or_weight == or_weight
-                         and (v := r.accuracy(model, split)) is not None}
+    return lambda runs: dict(_values(runs, method, lambda r: r.accuracy(model, split), or_weight))
 
 
-def step_accuracy_by_seed(method: str, k: int) -> Series:
-    def series(runs: Sequence[Run]) -> dict[int, float]:
-        found = {r.seed: r.json(f"metrics/it{k}/score.json") for r in runs
-                 if r.method == method and r.or_weight == DEFAULT_OR_WEIGHT}
-        key = "prm_step_accuracy_vs_oracle"
-        return {seed: float(m[key]) for seed, m in found.items() if m and key in m}
-    return series
+def step_accuracy_by_seed(method: str, k: int,
+                          key: str = "prm_step_accuracy_vs_oracle") -> Series:
+    return lambda runs: dict(_values(runs, method, _score_metric(k, key)))
 
 
 def claims(runs: Sequence[Run]) -> list[tuple[str, Series, Series]]:
