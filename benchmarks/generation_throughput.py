@@ -18,7 +18,7 @@ import torch
 from sipf.config import load_params
 from sipf.generation import HFGenerator, SamplingParams
 from sipf.models import load_policy, load_tokenizer
-from stages.common import read_split
+from sipf.stages.common import read_split
 
 
 @click.command()

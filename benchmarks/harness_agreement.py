@@ -37,10 +37,10 @@ from pathlib import Path
 
 import click
 
-from sipf.code_eval import judge_completions
-from sipf.tasks.code import STOP_SEQUENCES, CodeRecord, extract_program
-from sipf.tasks.humaneval import humaneval_prompt, load_humaneval
-from sipf.tasks.mbpp import load_mbpp, prompt_variants
+from sipf.code.judge import judge_completions
+from sipf.code.programs import STOP_SEQUENCES, CodeRecord, extract_program
+from sipf.code.humaneval import humaneval_prompt, load_humaneval
+from sipf.code.mbpp import load_mbpp, prompt_variants
 
 from mbpp_reference import plain_run  # this folder is on sys.path when run as a script
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import click
 
-from sipf.code_eval import judge_completions
-from sipf.tasks.humaneval import load_humaneval
-from sipf.tasks.mbpp import load_mbpp
+from sipf.code.judge import judge_completions
+from sipf.code.humaneval import load_humaneval
+from sipf.code.mbpp import load_mbpp
 
 CORRECT_0 = ("    for i, a in enumerate(numbers):\n        for j, b in enumerate(numbers):\n"
              "            if i != j and abs(a - b) < threshold:\n                return True\n"

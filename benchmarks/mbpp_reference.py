@@ -20,11 +20,11 @@ from pathlib import Path
 
 import click
 
-from sipf.code_eval import judge_completions
-from sipf.sandbox import isolation
-from sipf.tasks.code import CodeRecord
-from sipf.tasks.humaneval import load_humaneval
-from sipf.tasks.mbpp import load_mbpp
+from sipf.code.judge import judge_completions
+from sipf.code.sandbox import isolation
+from sipf.code.programs import CodeRecord
+from sipf.code.humaneval import load_humaneval
+from sipf.code.mbpp import load_mbpp
 
 
 def plain_run(record: CodeRecord, completion: str) -> str:

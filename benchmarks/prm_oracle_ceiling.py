@@ -21,11 +21,11 @@ import click
 
 from sipf.config import load_params, prm_prompt_style
 from sipf.models import load_tokenizer
-from sipf.prm import (aggregate, build_examples, load_prm, ranking_accuracy, score_steps,
+from sipf.pipeline.prm import (aggregate, build_examples, load_prm, ranking_accuracy, score_steps,
                       step_accuracy, train_prm)
 from sipf.storage import read_parquet
 from sipf.tasks import arith
-from stages.common import BASE, M0, seed_everything, train_records_by_id
+from sipf.stages.common import BASE, M0, seed_everything, train_records_by_id
 
 
 @click.command()

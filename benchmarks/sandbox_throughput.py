@@ -15,7 +15,7 @@ import time
 
 import click
 
-from sipf.sandbox import Job, isolation, judge_many
+from sipf.code.sandbox import Job, isolation, judge_many
 
 
 @click.command()

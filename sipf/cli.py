@@ -16,7 +16,7 @@ STAGES = ("prepare", "base", "sft", "evaluate", "sample", "simulate", "train_prm
 
 
 class LazyStages(click.Group):
-    """A group whose commands are ``stages.<name>.main``, imported on first use."""
+    """A group whose commands are ``sipf.stages.<name>.main``, imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(STAGES)
@@ -24,7 +24,7 @@ class LazyStages(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in STAGES:
             return None
-        return importlib.import_module(f"stages.{cmd_name}").main
+        return importlib.import_module(f"sipf.stages.{cmd_name}").main
 
 
 @click.group(cls=LazyStages, context_settings={"help_option_names": ["-h", "--help"]})

@@ -18,11 +18,11 @@ from typing import Any, TypeVar
 import yaml
 
 from sipf.errors import ConfigError
-from sipf.alignment import AlignConfig
+from sipf.pipeline.alignment import AlignConfig
 from sipf.methods import method_named
-from sipf.preferences import PrefsConfig
-from sipf.sampling import SampleConfig
-from sipf.simulation import SimulateConfig
+from sipf.pipeline.preferences import PrefsConfig
+from sipf.pipeline.sampling import SampleConfig
+from sipf.pipeline.simulation import SimulateConfig
 from sipf.tasks.arith import ArithConfig
 
 T = TypeVar("T")

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from sipf.errors import ConfigError
-from sipf.sampling import SampleConfig
+from sipf.pipeline.sampling import SampleConfig
 
 FEEDBACKS = ("process", "outcome", "none")
 DATA = ("pairs", "outcome_pairs", "correct")

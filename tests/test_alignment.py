@@ -4,7 +4,7 @@ import pytest
 import torch
 from peft import PeftModel
 
-from sipf.alignment import AlignConfig, build_trainer, starting_adapter, train_orpo
+from sipf.pipeline.alignment import AlignConfig, build_trainer, starting_adapter, train_orpo
 from sipf.errors import ConfigError, DataError
 from tests.helpers import tiny_model
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from sipf.code_dedup import (CodeDeduper, dedup_programs, levenshtein, mean_line_length,
+from sipf.code.dedup import (CodeDeduper, dedup_programs, levenshtein, mean_line_length,
                              normalize_code, threshold)
 
 

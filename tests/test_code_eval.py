@@ -5,10 +5,10 @@ from math import comb
 
 import pytest
 
-from sipf.code_eval import completion_job, judge_completions, mean_pass_at_k, pass_at_k
-from sipf.tasks.code import CodeRecord
-from sipf.tasks.humaneval import load_humaneval
-from sipf.tasks.mbpp import load_mbpp
+from sipf.code.judge import completion_job, judge_completions, mean_pass_at_k, pass_at_k
+from sipf.code.programs import CodeRecord
+from sipf.code.humaneval import load_humaneval
+from sipf.code.mbpp import load_mbpp
 
 
 def exact_pass_at_k(n: int, c: int, k: int) -> Fraction:

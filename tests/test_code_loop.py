@@ -9,11 +9,11 @@ import pytest
 
 from sipf.config import PrepareConfig
 from sipf.errors import ConfigError
-from sipf.evaluation import evaluate_split
+from sipf.pipeline.evaluation import evaluate_split
 from sipf.generation import Completion, SamplingParams
-from sipf.sampling import SampleConfig, grow_pool, sample_paths
-from sipf.simulation import SimulateConfig, simulate
-from sipf.tasks.code import CodeRecord, STOP_SEQUENCES
+from sipf.pipeline.sampling import SampleConfig, grow_pool, sample_paths
+from sipf.pipeline.simulation import SimulateConfig, simulate
+from sipf.code.programs import CodeRecord, STOP_SEQUENCES
 from sipf.tasks.kinds import CodeKind, CodeQuestion, MathKind, task_kind
 from sipf.tasks.prompts import format_prompt, stop_strings
 
@@ -129,7 +129,7 @@ def test_prepare_mbpp_writes_prompt_variants(shared_data: Path, tmp_path: Path):
 
 
 def test_pass_at_k_counts_passing_samples_per_question():
-    from sipf.evaluation import pass_at_k_split
+    from sipf.pipeline.evaluation import pass_at_k_split
 
     # 4 samples per question: the first question gets 1 right program of 4, the second none.
     generator = ScriptedGenerator([RIGHT, WRONG, WRONG, WRONG, WRONG, WRONG, WRONG, WRONG])

@@ -7,11 +7,11 @@ import pytest
 
 from sipf.errors import DataError
 from sipf.generation import truncate_at_stop
-from sipf.tasks.code import (STOP_SEQUENCES, CodeRecord, extract_program, format_code_prompt,
+from sipf.code.programs import (STOP_SEQUENCES, CodeRecord, extract_program, format_code_prompt,
                              join_code_steps, split_code_steps)
-from sipf.tasks.humaneval import (harness_sample, humaneval_prompt, load_humaneval,
+from sipf.code.humaneval import (harness_sample, humaneval_prompt, load_humaneval,
                                   split_docstring)
-from sipf.tasks.mbpp import load_mbpp, prompt_variants
+from sipf.code.mbpp import load_mbpp, prompt_variants
 
 ADD = CodeRecord(id="t-1", text="Write a function to add one.",
                  shown=("assert add_one(1) == 2", "assert add_one(2) == 3",

@@ -25,7 +25,7 @@ def sh(*args: str, cwd: Path) -> str:
 def project(tmp_path):
     if shutil.which("dvc", path=str(Path(sys.executable).parent)) is None:
         pytest.skip("dvc is not installed in this environment")
-    for name in ("sipf", "stages"):
+    for name in ("sipf",):
         shutil.copytree(REPO / name, tmp_path / name,
                         ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", tmp_path)

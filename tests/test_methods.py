@@ -12,8 +12,8 @@ import pytest
 
 from sipf.errors import ConfigError, DataError
 from sipf.methods import LOOP_STAGES, METHODS, method_named
-from sipf.preferences import correct_path_rows, keep_top_correct, with_outcome_reward
-from sipf.simulation import outcome_labels
+from sipf.pipeline.preferences import correct_path_rows, keep_top_correct, with_outcome_reward
+from sipf.pipeline.simulation import outcome_labels
 from tests.helpers import hand_sampled_project, run, tiny_params
 
 LOOP = {"simulate": {"k": 2, "max_paths": 0, "max_new_tokens": 16, "batch_size": 16},
@@ -50,7 +50,7 @@ def test_which_stages_each_method_runs():
 
 
 def test_star_samples_one_greedy_path_and_keeps_only_right_ones():
-    from sipf.sampling import SampleConfig
+    from sipf.pipeline.sampling import SampleConfig
 
     cfg = method_named("star").sample_config(SampleConfig(temperature=1.0, per_round=8))
     assert (cfg.temperature, cfg.per_round, cfg.max_rounds, cfg.n_correct, cfg.n_wrong) == \
@@ -85,7 +85,7 @@ def test_correct_path_rows_are_sft_data_in_the_pairs_columns():
 
 
 def test_outcome_reward_pairs_right_over_wrong_whatever_the_prm_said():
-    from sipf.preferences import PrefsConfig, build_pairs
+    from sipf.pipeline.preferences import PrefsConfig, build_pairs
 
     paths = [path("a", 0, True, 0.1), path("a", 1, False, 0.9)]
     with pytest.raises(DataError, match="no preference pairs"):  # by the PRM: wrong above right

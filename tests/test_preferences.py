@@ -3,7 +3,7 @@ import random
 import pytest
 
 from sipf.errors import ConfigError, DataError
-from sipf.preferences import PAIR_COLUMNS, PrefsConfig, build_pairs
+from sipf.pipeline.preferences import PAIR_COLUMNS, PrefsConfig, build_pairs
 
 
 def path(question: str, n: int, reward: float, outcome: bool | None) -> dict:

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Training
 
 from sipf.errors import ConfigError, DataError
 from sipf.models import save_policy
-from sipf.prm import (PrmCollator, PrmConfig, PrmTrainer, _BestEpoch, aggregate, build_examples,
+from sipf.pipeline.prm import (PrmCollator, PrmConfig, PrmTrainer, _BestEpoch, aggregate, build_examples,
                       closing_token_positions, encode, format_path, load_prm, prm_loss,
                       ranking_accuracy,
                       score_steps, split_questions, step_accuracy, train_prm)

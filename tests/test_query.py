@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from sipf import query
+from sipf.analysis import query
 from sipf.errors import ConfigError, DataError
-from sipf.query import VIEWS, connect, run_query
+from sipf.analysis.query import VIEWS, connect, run_query
 from sipf.storage import write_parquet
 
 

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from sipf.cli import main
-from sipf.report import (Run, best_iteration, claims_table, collect, main_table, markdown,
+from sipf.analysis.report import (Run, best_iteration, claims_table, collect, main_table, markdown,
                          mean_sd, or_weight_table, reward_model_table, runs_from_exp_show,
                          tables, with_results)
 
@@ -123,7 +123,7 @@ def test_exp_show_json_gives_finished_experiments_only(tmp_path):
 
 
 def test_figures_are_pngs_with_the_runs_drawn(tmp_path):
-    from sipf.figures import draw_all
+    from sipf.analysis.figures import draw_all
 
     curve = {"metrics/it1/align/plots/metrics/logps/chosen.tsv": "step\tchosen\n0\t-1.0\n1\t-0.9\n",
              "metrics/it1/align/plots/metrics/logps/rejected.tsv":
@@ -152,8 +152,8 @@ def test_readme_block_is_replaced_and_a_readme_without_markers_is_refused():
 
 
 def test_report_refuses_a_readme_without_markers_before_writing(tmp_path, monkeypatch):
-    import stages.report
-    monkeypatch.setattr(stages.report, "experiment_runs", lambda repo, all_commits: [
+    import sipf.stages.report
+    monkeypatch.setattr(sipf.stages.report, "experiment_runs", lambda repo, all_commits: [
         fake_run("sft", 0, 0.5)])
     (tmp_path / "README.md").write_text("no markers\n")
     result = CliRunner().invoke(main, ["report", "--out", str(tmp_path / "reports"),

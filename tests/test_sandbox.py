@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sipf import sandbox
-from sipf.sandbox import Job, Verdict, judge, judge_many
+from sipf.code import sandbox
+from sipf.code.sandbox import Job, Verdict, judge, judge_many
 
 CORRECT = "def add_one(x):\n    return x + 1\n"
 TESTS = ["assert add_one(1) == 2", "assert add_one(2) == 3"]

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import sipf.sft as sft
+import sipf.pipeline.sft as sft
 from sipf.config import SftConfig
 from sipf.errors import ConfigError
 from sipf.generation import SamplingParams

@@ -7,7 +7,7 @@ import pytest
 
 from sipf.errors import ConfigError
 from sipf.generation import Completion, HFGenerator
-from sipf.simulation import SimulateConfig, label_agreement, prefix_prompt, select_paths, simulate
+from sipf.pipeline.simulation import SimulateConfig, label_agreement, prefix_prompt, select_paths, simulate
 from sipf.tasks.arith import step_labels
 from sipf.tasks.base import MathRecord, join_steps
 from tests.helpers import tiny_model

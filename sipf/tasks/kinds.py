@@ -9,13 +9,13 @@ which a :class:`TaskKind` supplies:
   run against its tests in the sandbox (never in this process), all at once so the
   sandbox's worker pool stays busy;
 - ``deduper(...)``: math paths are one path when their equations are; programs when their
-  edit distance is small (:mod:`sipf.code_dedup`);
+  edit distance is small (:mod:`sipf.code.dedup`);
 - ``rollout_text(steps, completion)``: what a simulator's continuation of a step prefix is
   judged as (math: the continuation, which holds the answer; code: the whole program).
 
 A code question reaches the stages as a :class:`CodeQuestion`: the ``MathRecord`` fields the
 stages read (``question`` is the prompt variant, ``solution`` the reference program) plus
-the :class:`~sipf.tasks.code.CodeRecord` that judges it.
+the :class:`~sipf.code.programs.CodeRecord` that judges it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol, Union
 
 from sipf.tasks.base import MathRecord, annotations, answers_match, extract_answer, split_steps
-from sipf.tasks.code import CodeRecord, extract_program, join_code_steps, split_code_steps
+from sipf.code.programs import CodeRecord, extract_program, join_code_steps, split_code_steps
 
 CODE_TASKS = ("mbpp",)
 
@@ -124,7 +124,7 @@ class MathKind:
 # ----------------------------------------------------------------------------- code
 class ProgramDeduper:
     def __init__(self, previous: Iterable[Sequence[str]] = ()) -> None:
-        from sipf.code_dedup import CodeDeduper
+        from sipf.code.dedup import CodeDeduper
 
         self.inner = CodeDeduper.of(join_code_steps(steps) for steps in previous)
 
@@ -145,7 +145,7 @@ class CodeKind:
 
     def judge(self, records: Sequence[Question], texts: Sequence[str]
               ) -> list[tuple[bool, str | None]]:
-        from sipf.code_eval import judge_completions
+        from sipf.code.judge import judge_completions
 
         if not texts:
             return []

@@ -64,7 +64,7 @@ _TEMPLATES = {
     "instruction": INSTRUCTION_TEMPLATE,
     "cot8": COT8_TEMPLATE,
     "compact": COMPACT_TEMPLATE,
-    "code": "{question}",  # a code question is already its prompt (sipf.tasks.code)
+    "code": "{question}",  # a code question is already its prompt (sipf.code.programs)
 }
 PROMPT_STYLES: tuple[str, ...] = tuple(_TEMPLATES)
 
@@ -87,7 +87,7 @@ def stop_strings(style: str) -> tuple[str, ...]:
     """Where generation stops for ``style``: trained models end on EOS, few-shot ones do not;
     code stops where the program ends and tests or driver code would start (the paper's)."""
     if style == "code":
-        from sipf.tasks.code import STOP_SEQUENCES
+        from sipf.code.programs import STOP_SEQUENCES
 
         return STOP_SEQUENCES
     return COT_STOP if style == "cot8" else ()

@@ -16,8 +16,8 @@ SPLITS = ("train", "test", "ood")
 def load_code_task(cfg: PrepareConfig) -> dict[str, list[CodeQuestion]]:
     """MBPP's train and test tasks and HumanEval as one question per prompt variant; the
     limits count tasks (a task's variants stay together)."""
-    from sipf.tasks.humaneval import humaneval_prompt, load_humaneval
-    from sipf.tasks.mbpp import load_mbpp, prompt_variants
+    from sipf.code.humaneval import humaneval_prompt, load_humaneval
+    from sipf.code.mbpp import load_mbpp, prompt_variants
 
     mbpp = load_mbpp(cfg.mbpp.path)
     tasks = {"train": mbpp["train"], "test": mbpp["test"]}

@@ -9,13 +9,13 @@ from pathlib import Path
 import click
 
 from sipf.config import load_params
-from sipf.evaluation import evaluate_split, pass_at_k_split
+from sipf.pipeline.evaluation import evaluate_split, pass_at_k_split
 from sipf.generation import HFGenerator, SamplingParams
 from sipf.models import load_policy, load_tokenizer
 from sipf.storage import read_json, write_json, write_parquet
 from sipf.tasks.kinds import task_kind
 from sipf.tasks.prompts import stop_strings
-from stages.common import (PREPARED, SKIPPED, TEST_SPLITS, clear_errors, params_option,
+from sipf.stages.common import (PREPARED, SKIPPED, TEST_SPLITS, clear_errors, params_option,
                            read_split)
 
 

@@ -7,7 +7,7 @@ import click
 from sipf.config import load_params
 from sipf.models import materialize_base
 from sipf.storage import atomic_path
-from stages.common import clear_errors, params_option, read_split, seed_everything
+from sipf.stages.common import clear_errors, params_option, read_split, seed_everything
 
 
 @click.command("base")

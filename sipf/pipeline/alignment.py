@@ -7,7 +7,7 @@ ORPOTrainer (λ is TRL's ``beta``), always into a LoRA adapter. How TRL encodes 
 * EOS: TRL appends the tokenizer's EOS id to both completions unless the text already
   ends in it, and the chosen EOS is inside the NLL term, so the model learns to stop
   after a preferred path. Nothing is appended here.
-* BOS: TRL prepends the tokenizer's BOS to the prompt. ``sipf.sft`` and
+* BOS: TRL prepends the tokenizer's BOS to the prompt. ``sipf.pipeline.sft`` and
   ``sipf.generation`` encode with ``add_special_tokens=False``, so :func:`_drop_added_bos`
   removes that BOS again: the policy must see prompts as it will at sampling time.
 * Logged metrics (averaged over each logging window): ``loss``, ``nll_loss``,
@@ -247,7 +247,7 @@ def train_orpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                live_dir: Path | None = None, adapter_dir: Path | None = None) -> PeftModel:
     """Train a LoRA adapter on ``model`` with ORPO and return the PeftModel.
 
-    ``pairs`` are rows of :func:`sipf.preferences.build_pairs` (prompt, chosen, rejected);
+    ``pairs`` are rows of :func:`sipf.pipeline.preferences.build_pairs` (prompt, chosen, rejected);
     ``or_weight`` is λ. A fresh adapter unless ``adapter_dir`` names one to continue (see
     :func:`starting_adapter`); a PeftModel ``model`` is merged first. Save the result with
     ``save_pretrained``; it loads with ``PeftModel.from_pretrained`` on the same weights

@@ -9,7 +9,7 @@ import yaml
 
 from sipf.config import apply_preset
 from sipf.storage import atomic_path
-from stages.common import clear_errors
+from sipf.stages.common import clear_errors
 
 PRESETS = Path("presets")
 

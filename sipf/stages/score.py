@@ -9,10 +9,10 @@ import click
 
 from sipf.config import load_params, prm_prompt_style
 from sipf.methods import method_named
-from sipf.prm import aggregate, load_prm, ranking_accuracy, score_steps, step_accuracy
+from sipf.pipeline.prm import aggregate, load_prm, ranking_accuracy, score_steps, step_accuracy
 from sipf.storage import read_parquet, write_json, write_parquet
 from sipf.tasks import arith
-from stages.common import (data_dir, loop_stage, metrics_dir, model_dir, skipped,
+from sipf.stages.common import (data_dir, loop_stage, metrics_dir, model_dir, skipped,
                            train_records_by_id)
 
 

@@ -9,11 +9,11 @@ import click
 from sipf.config import load_params
 from sipf.models import attach_lora, load_base_model, load_tokenizer, save_policy
 from sipf.generation import SamplingParams
-from sipf.sft import VAL_SPLIT, accuracy_curve, hold_out, train_sft
+from sipf.pipeline.sft import VAL_SPLIT, accuracy_curve, hold_out, train_sft
 from sipf.storage import atomic_path, write_json
 from sipf.tasks.kinds import task_kind
 from sipf.tasks.prompts import stop_strings
-from stages.common import (PREPARED, TEST_SPLITS, clear_errors, params_option, read_split,
+from sipf.stages.common import (PREPARED, TEST_SPLITS, clear_errors, params_option, read_split,
                            seed_everything)
 
 

@@ -1,8 +1,8 @@
 """Judging code completions in the sandbox, and the unbiased pass@k estimator.
 
 ``judge_completions(records, completions)`` turns each (record, completion) pair into the
-program :meth:`~sipf.tasks.code.CodeRecord.program` makes of it and judges it against the
-record's tests with :func:`sipf.sandbox.judge_many`. ``pass_at_k`` is Chen et al.'s (2021)
+program :meth:`~sipf.code.programs.CodeRecord.program` makes of it and judges it against the
+record's tests with :func:`sipf.code.sandbox.judge_many`. ``pass_at_k`` is Chen et al.'s (2021)
 estimator ``1 - C(n-c, k) / C(n, k)`` in its numerically stable product form.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-from sipf.sandbox import Job, Verdict, judge_many
-from sipf.tasks.code import CodeRecord
+from sipf.code.sandbox import Job, Verdict, judge_many
+from sipf.code.programs import CodeRecord
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -44,9 +44,9 @@ def judge_completions(records: Sequence[CodeRecord], completions: Sequence[str],
                       workers: int = 2, timeout_s: float = 3.0, **limits) -> list[Verdict]:
     """The verdict for ``completions[i]`` as a solution of ``records[i]``, in order.
 
-    A completion is raw model text: :func:`~sipf.tasks.code.extract_program` is applied (and,
+    A completion is raw model text: :func:`~sipf.code.programs.extract_program` is applied (and,
     for HumanEval, the original prompt put in front) by ``record.program``. ``limits`` are
-    :func:`sipf.sandbox.judge`'s other keyword arguments (``memory_mb``, ...).
+    :func:`sipf.code.sandbox.judge`'s other keyword arguments (``memory_mb``, ...).
     """
     if len(records) != len(completions):
         raise ValueError(f"{len(records)} records but {len(completions)} completions")

@@ -18,7 +18,7 @@ from sipf.tasks.kinds import MathKind, Question, TaskKind
 
 
 # ----------------------------------------------------------------------------- config
-# Plain ``field(metadata=...)``, as in sipf.sampling: sipf.config imports this class.
+# Plain ``field(metadata=...)``, as in sipf.pipeline.sampling: sipf.config imports this class.
 @dataclass(frozen=True)
 class SimulateConfig:
     k: int = field(default=8, metadata={"help": "Rollouts per step prefix (the paper's K)."})
@@ -90,7 +90,7 @@ def simulate(generator: Generator, paths: Sequence[dict], records_by_id: Mapping
              stop: Sequence[str] = (), kind: TaskKind = MathKind()
              ) -> tuple[list[dict], list[dict]]:
     """Rollout rows and step-label rows for every step of ``paths`` (rows of
-    :func:`sipf.sampling.sample_paths`; pass them through :func:`select_paths` first).
+    :func:`sipf.pipeline.sampling.sample_paths`; pass them through :func:`select_paths` first).
 
     Paths of one question often open with the same steps; an identical prefix is
     rolled out once and its rollouts are shared, which saves compute and gives equal

@@ -8,9 +8,9 @@ import click
 
 from sipf.config import load_params, prm_prompt_style
 from sipf.models import load_tokenizer
-from sipf.prm import build_examples, train_prm
+from sipf.pipeline.prm import build_examples, train_prm
 from sipf.storage import read_parquet, write_json
-from stages.common import (BASE, M0, data_dir, loop_stage, metrics_dir, model_dir,
+from sipf.stages.common import (BASE, M0, data_dir, loop_stage, metrics_dir, model_dir,
                            seed_everything, skipped, train_records_by_id)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from sipf.errors import DataError
 from sipf.tasks.base import read_jsonl
-from sipf.tasks.code import CodePrompt, CodeRecord, prompt_variant
+from sipf.code.programs import CodePrompt, CodeRecord, prompt_variant
 
 SPLIT_IDS: dict[str, range] = {
     "prompt": range(1, 11),

@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 
 from sipf.errors import DataError
-from sipf.report import collect, experiment_runs, markdown, tables, with_results
+from sipf.analysis.report import collect, experiment_runs, markdown, tables, with_results
 from sipf.storage import atomic_path
-from stages.common import clear_errors
+from sipf.stages.common import clear_errors
 
 
 @click.command("report")
@@ -35,7 +35,7 @@ def main(runs: tuple[str, ...], out: str, repo: str, all_commits: bool,
     if runs:
         click.echo(markdown(collect([Path(r) for r in runs])))
         return
-    from sipf.figures import draw_all  # matplotlib: only for this command
+    from sipf.analysis.figures import draw_all  # matplotlib: only for this command
 
     experiments = experiment_runs(Path(repo), all_commits)
     if not experiments:

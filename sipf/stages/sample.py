@@ -7,12 +7,12 @@ import click
 from sipf.config import load_params
 from sipf.generation import HFGenerator
 from sipf.models import load_policy, load_tokenizer
-from sipf.sampling import grow_pool, sample_paths
+from sipf.pipeline.sampling import grow_pool, sample_paths
 from sipf.storage import read_parquet, write_json, write_parquet
 from sipf.tasks.kinds import task_kind
 from sipf.tasks.prompts import stop_strings
 from sipf.methods import method_named
-from stages.common import (BASE, data_dir, loop_stage, metrics_dir, read_split, seed_everything,
+from sipf.stages.common import (BASE, data_dir, loop_stage, metrics_dir, read_split, seed_everything,
                            skipped)
 
 

@@ -14,7 +14,7 @@ def pass_at_k_split(generator: Generator, records: Sequence[Question], prompts: 
                     ) -> dict[str, float]:
     """``{"pass@k": ...}`` from ``params.n`` samples per question (Chen et al.'s unbiased
     estimator, averaged over questions)."""
-    from sipf.code_eval import mean_pass_at_k
+    from sipf.code.judge import mean_pass_at_k
 
     if params.temperature <= 0 or params.n < max(ks):
         raise ValueError(f"pass@k needs sampling and n >= {max(ks)} samples per question")

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import click
 
-from sipf.alignment import control_config, starting_adapter, train_dpo, train_orpo, with_adapter
+from sipf.pipeline.alignment import control_config, starting_adapter, train_dpo, train_orpo, with_adapter
 from sipf.config import load_params
 from sipf.methods import method_named
 from sipf.models import load_policy, load_tokenizer, save_policy
-from sipf.sft import train_sft
+from sipf.pipeline.sft import train_sft
 from sipf.storage import atomic_path, read_parquet
-from stages.common import (BASE, M0, data_dir, loop_stage, metrics_dir, model_dir,
+from sipf.stages.common import (BASE, M0, data_dir, loop_stage, metrics_dir, model_dir,
                            seed_everything, skipped)
 
 

@@ -919,7 +919,7 @@ def restrict(job, nproc):
 
 
 def install_guards(scratch):
-    """The audit hook (defence in depth; see the module docs of sipf/sandbox.py)."""
+    """The audit hook (defence in depth; see the module docs of sipf/code/sandbox.py)."""
     realpath, fsdecode, getpid = os.path.realpath, os.fsdecode, os.getpid
     blocked = {"os.system", "os.forkpty", "sys.addaudithook", "sys.settrace", "sys.setprofile",
                "sys._current_frames", "gc.get_objects", "gc.get_referrers", "gc.get_referents"}

@@ -11,10 +11,10 @@ import click
 
 from sipf.config import load_params
 from sipf.methods import method_named
-from sipf.preferences import (build_pairs, correct_path_rows, keep_top_correct,
+from sipf.pipeline.preferences import (build_pairs, correct_path_rows, keep_top_correct,
                               with_outcome_reward)
 from sipf.storage import read_parquet, write_json, write_parquet
-from stages.common import data_dir, loop_stage, metrics_dir, skipped, train_records_by_id
+from sipf.stages.common import data_dir, loop_stage, metrics_dir, skipped, train_records_by_id
 
 
 @loop_stage("prefs", needs_policy=False)

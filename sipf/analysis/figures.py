@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from sipf.report import (DEFAULT_OR_WEIGHT, ITERATIONS, SPLITS, Run, accuracies, compared,
+from sipf.analysis.report import (DEFAULT_OR_WEIGHT, ITERATIONS, SPLITS, Run, accuracies, compared,
                          mean_and_sd, step_accuracy)
 from sipf.storage import atomic_path
 

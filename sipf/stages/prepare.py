@@ -10,7 +10,7 @@ from sipf.config import load_params
 from sipf.storage import atomic_path, write_json, write_parquet
 from sipf.tasks.registry import load_task
 from sipf.tasks.prompts import format_prompt
-from stages.common import PREPARED, clear_errors, params_option
+from sipf.stages.common import PREPARED, clear_errors, params_option
 
 
 @click.command("prepare")

@@ -8,12 +8,12 @@ from sipf.config import load_params
 from sipf.generation import HFGenerator
 from sipf.models import load_policy, load_simulator, load_tokenizer
 from sipf.methods import method_named
-from sipf.simulation import label_agreement, outcome_labels, select_paths, simulate
+from sipf.pipeline.simulation import label_agreement, outcome_labels, select_paths, simulate
 from sipf.storage import read_parquet, write_json, write_parquet
 from sipf.tasks import arith
 from sipf.tasks.kinds import task_kind
 from sipf.tasks.prompts import stop_strings
-from stages.common import (BASE, data_dir, loop_stage, metrics_dir, seed_everything, skipped,
+from sipf.stages.common import (BASE, data_dir, loop_stage, metrics_dir, seed_everything, skipped,
                            train_records_by_id)
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import click
 
-from sipf.alignment import control_config, with_adapter
+from sipf.pipeline.alignment import control_config, with_adapter
 from sipf.config import load_params
 from sipf.errors import ConfigError
 from sipf.models import load_policy, load_tokenizer, save_policy
-from sipf.sft import train_sft
+from sipf.pipeline.sft import train_sft
 from sipf.storage import atomic_path, read_parquet, write_json
-from stages.common import (BASE, M0, data_dir, loop_stage, metrics_dir, model_dir,
+from sipf.stages.common import (BASE, M0, data_dir, loop_stage, metrics_dir, model_dir,
                            seed_everything, skipped, train_records_by_id)
 
 

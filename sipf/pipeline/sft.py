@@ -17,7 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallba
 
 from sipf.config import SftConfig
 from sipf.errors import ConfigError
-from sipf.evaluation import evaluate_split
+from sipf.pipeline.evaluation import evaluate_split
 from sipf.generation import HFGenerator, SamplingParams
 from sipf.tasks.base import MathRecord
 from sipf.tasks.kinds import MathKind, TaskKind

@@ -3,7 +3,7 @@
 The original prompt is Function_Name + Prompt + Test_Case: imports and helper functions, the
 entry point's ``def`` line, then its docstring (the task, then examples). The SIPF paper
 reorders it to Prompt + Test_Case + Function_Name to match MBPP's format, so a record's
-prompt (:func:`~sipf.tasks.code.format_code_prompt` with ``record.shown``) is::
+prompt (:func:`~sipf.code.programs.format_code_prompt` with ``record.shown``) is::
 
     '''
     <docstring description> Your code should satisfy these tests:
@@ -34,7 +34,7 @@ from typing import Any
 
 from sipf.errors import DataError
 from sipf.tasks.base import read_jsonl
-from sipf.tasks.code import CodePrompt, CodeRecord, extract_program, prompt_variant
+from sipf.code.programs import CodePrompt, CodeRecord, extract_program, prompt_variant
 
 _EXAMPLE_HEADING = re.compile(r"(?:for )?examples?\b", re.IGNORECASE)
 _MARKER_ONLY = re.compile(r"(?:for )?examples?(?:\s*\d+)?\s*:?", re.IGNORECASE)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from sipf.query import FORMATS, run_query
-from stages.common import clear_errors
+from sipf.analysis.query import FORMATS, run_query
+from sipf.stages.common import clear_errors
 
 
 @click.command("query")

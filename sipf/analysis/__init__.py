@@ -1,0 +1,2 @@
+"""Reading finished runs: DuckDB over the rollouts (query), the paper's tables (report) and
+figures (figures)."""
