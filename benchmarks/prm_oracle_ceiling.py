@@ -25,12 +25,13 @@ from sipf.pipeline.prm import (aggregate, build_examples, load_prm, ranking_accu
                       step_accuracy, train_prm)
 from sipf.storage import read_parquet
 from sipf.tasks import arith
-from sipf.stages.common import BASE, M0, seed_everything, train_records_by_id
+from sipf.layout import BASE, M0
+from sipf.stages.common import seed_everything, train_records_by_id
 
 
 @click.command()
 @click.option("--pool", default="data/it2/samples.parquet", show_default=True)
-@click.option("--backbone", default=M0, show_default=True)
+@click.option("--backbone", default=str(M0), show_default=True)
 @click.option("--paths", "n_paths", default=1000, show_default=True)
 @click.option("--held-out", default=100, show_default=True, help="Questions scored, not trained on.")
 @click.option("--epochs", default=4, show_default=True)

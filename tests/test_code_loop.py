@@ -14,8 +14,9 @@ from sipf.generation import Completion, SamplingParams
 from sipf.pipeline.sampling import SampleConfig, grow_pool, sample_paths
 from sipf.pipeline.simulation import SimulateConfig, simulate
 from sipf.code.programs import CodeRecord, STOP_SEQUENCES
-from sipf.tasks.kinds import CodeKind, CodeQuestion, MathKind, task_kind
-from sipf.tasks.prompts import format_prompt, stop_strings
+from sipf.tasks.kinds import CodeKind, CodeQuestion, MathKind
+from sipf.tasks.prompts import format_prompt
+from sipf.tasks.registry import task_named
 
 TESTS = ("assert add(1, 2) == 3", "assert add(0, 0) == 0", "assert add(-1, 5) == 4")
 RECORD = CodeRecord(id="mbpp-1", text="Write a function to add two numbers.", shown=TESTS,
@@ -58,7 +59,7 @@ def test_code_kind_judges_in_the_sandbox_and_a_cheat_fails():
 def test_code_steps_are_the_program_lines_before_the_stop_words():
     text = "def add(a, b):\n\n    return a + b\nassert add(1, 2) == 3\nprint(add(1, 2))"
     assert CodeKind().steps(text) == ["def add(a, b):", "    return a + b"]
-    assert stop_strings("code") == STOP_SEQUENCES
+    assert task_named("mbpp").stop("code") == STOP_SEQUENCES
     assert format_prompt("'''\nx\n'''\n", "code") == "'''\nx\n'''\n"
 
 
@@ -103,11 +104,12 @@ def test_evaluating_code_is_greedy_pass_at_1():
 
 
 def test_task_kind_and_style_go_together():
-    assert isinstance(task_kind("mbpp"), CodeKind) and isinstance(task_kind("arith"), MathKind)
-    with pytest.raises(ConfigError, match="prompt_style"):
-        PrepareConfig(task="mbpp", prompt_style="compact")
-    with pytest.raises(ConfigError, match="prompt_style"):
-        PrepareConfig(task="arith", prompt_style="code")
+    assert isinstance(task_named("mbpp").kind, CodeKind)
+    assert isinstance(task_named("arith").kind, MathKind)
+    with pytest.raises(ConfigError, match="prompt_style: 'compact' does not go with task 'mbpp'"):
+        task_named("mbpp").check_style("compact")
+    with pytest.raises(ConfigError, match="prompt_style: 'code' does not go with task 'arith'"):
+        task_named("arith").check_style("code")
 
 
 def test_prepare_mbpp_writes_prompt_variants(shared_data: Path, tmp_path: Path):

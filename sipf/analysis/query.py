@@ -43,11 +43,11 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sipf import layout
 from sipf.errors import ConfigError, DataError
 
-VIEWS = ("samples", "rollouts", "step_labels", "scores", "prefs", "predictions")
+VIEWS = (*layout.ITERATION_TABLES, "predictions")
 FORMATS = ("table", "csv", "json")
-_ITERATION_DIR = re.compile(r"it(\d+)")
 _MODEL_ITERATION = re.compile(r"it(\d+)$")
 _TABLE_CELL_CHARS = 60  # long texts (paths, completions) are cut in tables, never in csv/json
 
@@ -55,20 +55,21 @@ _TABLE_CELL_CHARS = 60  # long texts (paths, completions) are cut in tables, nev
 # ----------------------------------------------------------------------------- views
 def view_pattern(name: str) -> str:
     """Where view ``name`` reads its files, relative to the project root."""
-    return "data/predictions/*.parquet" if name == "predictions" else f"data/it*/{name}.parquet"
+    if name == "predictions":
+        return (layout.PREDICTIONS / "*.parquet").as_posix()
+    return layout.iteration_tables(name)
 
 
 def view_files(root: Path, name: str) -> list[tuple[Path, int | None]]:
     """The files behind view ``name`` under ``root``, each with its iteration."""
-    data = Path(root) / "data"
     if name == "predictions":
         return [(path, _model_iteration(path.stem))
-                for path in sorted((data / "predictions").glob("*.parquet"))]
+                for path in sorted((Path(root) / layout.PREDICTIONS).glob("*.parquet"))]
     found = []
-    for folder in data.glob("it*"):
-        match = _ITERATION_DIR.fullmatch(folder.name)
-        if match and (folder / f"{name}.parquet").is_file():
-            found.append((folder / f"{name}.parquet", int(match.group(1))))
+    for path in Path(root).glob(view_pattern(name)):
+        match = layout.ITERATION_DIR.fullmatch(path.parent.name)
+        if match and path.is_file():
+            found.append((path, int(match.group(1))))
     return sorted(found, key=lambda item: item[1])
 
 

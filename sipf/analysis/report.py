@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sipf import layout
 from sipf.errors import DataError
 
 SPLITS = ("test", "ood")
@@ -44,7 +45,7 @@ def collect(runs: Sequence[Path]) -> dict[str, dict[str, list[float]]]:
     (a model a method skipped, ``{"skipped": ...}``, counts as absent)."""
     table: dict[str, dict[str, list[float]]] = {}
     for run in runs:
-        files = sorted((Path(run) / "metrics" / "eval").glob("*.json"))
+        files = sorted((Path(run) / layout.EVAL_METRICS).glob("*.json"))
         if not files:
             raise DataError("no metrics/eval/*.json: not an evaluated run", file=run)
         for path in files:
@@ -118,7 +119,7 @@ class Run:
 
     def accuracy(self, model: str, split: str) -> float | None:
         """Accuracy of ``model`` (base, sft, it1, ...) on ``split``; None if not evaluated."""
-        metrics = self.json(f"metrics/eval/{model}.json")
+        metrics = self.json(layout.eval_metrics(model).as_posix())
         if metrics is None or split not in metrics:
             return None
         return float(metrics[split]["accuracy"])
@@ -158,7 +159,7 @@ def runs_from_exp_show(baselines: list[dict], repo: Path) -> list[Run]:
             metrics = {path: entry["data"] for path, entry in (data.get("metrics") or {}).items()
                        if "data" in entry}
             # A queued or running experiment shows its baseline's metrics: leave it out.
-            if state != "success" or tip.get("error") or "metrics/eval/sft.json" not in metrics:
+            if state != "success" or tip.get("error") or layout.eval_metrics("sft").as_posix() not in metrics:
                 continue
             params = _params(tip)
             runs.append(Run(tip.get("name") or tip["rev"][:7], params,
@@ -208,7 +209,7 @@ def _values(runs: Sequence[Run], method: str, value: Callable[[Run], float | Non
 def _score_metric(k: int, key: str) -> Callable[[Run], float | None]:
     """``key`` of a run's metrics/it<k>/score.json (the arith oracle's), None if absent."""
     def read(run: Run) -> float | None:
-        metrics = run.json(f"metrics/it{k}/score.json")
+        metrics = run.json(layout.Iteration(k).stage_metrics("score").as_posix())
         return float(metrics[key]) if metrics and key in metrics else None
     return read
 

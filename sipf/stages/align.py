@@ -8,34 +8,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import click
-
-from sipf.pipeline.alignment import control_config, starting_adapter, train_dpo, train_orpo, with_adapter
-from sipf.config import load_params
+from sipf import layout
 from sipf.methods import method_named
 from sipf.models import load_policy, load_tokenizer, save_policy
+from sipf.pipeline.alignment import (control_config, starting_adapter, train_dpo, train_orpo,
+                                     with_adapter)
 from sipf.pipeline.sft import train_sft
+from sipf.stages.common import LoopStage, loop_stage, seed_everything
 from sipf.storage import atomic_path, read_parquet
-from sipf.stages.common import (BASE, M0, data_dir, loop_stage, metrics_dir, model_dir,
-                           seed_everything, skipped)
 
 
 @loop_stage("align")
-def main(params_path: str, k: int, policy: str) -> None:
+def main(stage: LoopStage) -> None:
     """Align M0 into a LoRA adapter (M_k) -> models/it<k>/policy."""
-    params = load_params(params_path)
-    live_dir = metrics_dir(k) / "align"
-    if skipped(params.method, "align", k, model_dir(k) / "policy", live_dir / "metrics.json",
-               live_dir / "plots" / "metrics"):
-        return
+    params, k, it = stage.params, stage.k, stage.it
+    live_dir = it.live_dir("align")
     cfg, objective = params.align, method_named(params.method).objective
     seed_everything(cfg.seed + k)
-    pairs = read_parquet(data_dir(k) / "prefs.parquet", required=("prompt", "chosen", "rejected"))
-    tokenizer = load_tokenizer(BASE)
-    m0 = load_policy(M0, BASE, params.model)
+    pairs = read_parquet(it.prefs, required=("prompt", "chosen", "rejected"))
+    tokenizer = load_tokenizer(layout.BASE)
+    m0 = load_policy(layout.M0, layout.BASE, params.model)
     if objective == "orpo":
         # init=sft: a fresh adapter on M0 (the authors'); init=previous: continue M_{k-1}'s.
-        adapter = starting_adapter(cfg, Path(policy) if k > 1 else None)
+        adapter = starting_adapter(cfg, Path(stage.policy) if k > 1 else None)
         model = train_orpo(m0, tokenizer, pairs, params.or_weight, cfg, live_dir=live_dir,
                            adapter_dir=adapter)
         how = f"ORPO (λ={params.or_weight})"
@@ -48,6 +43,6 @@ def main(params_path: str, k: int, policy: str) -> None:
                           [p["prompt"] for p in pairs], [p["chosen"] for p in pairs],
                           control_config(cfg), live_dir=live_dir)
         how = "SFT on the chosen paths"
-    with atomic_path(model_dir(k) / "policy", directory=True) as tmp:
-        save_policy(model, tokenizer, tmp, parent=M0)
-    click.echo(f"align@it{k}: {how} on {len(pairs)} rows -> {model_dir(k) / 'policy'}")
+    with atomic_path(it.policy, directory=True) as tmp:
+        save_policy(model, tokenizer, tmp, parent=layout.M0)
+    stage.say(f"{how} on {len(pairs)} rows -> {it.policy}")

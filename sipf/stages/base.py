@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from sipf import layout
 from sipf.config import load_params
 from sipf.models import materialize_base
 from sipf.storage import atomic_path
@@ -12,7 +13,8 @@ from sipf.stages.common import clear_errors, params_option, read_split, seed_eve
 
 @click.command("base")
 @params_option
-@click.option("--out", type=click.Path(file_okay=False), default="models/base", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=str(layout.BASE),
+              show_default=True)
 @clear_errors
 def main(params_path: str, out: str) -> None:
     """Build the from-scratch model, dequantize a GGUF file once, or point at a hub model."""

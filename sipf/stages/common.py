@@ -1,15 +1,19 @@
-"""What every stage shares: a params option and one clear error instead of a traceback."""
+"""What every stage shares: a params option, one clear error instead of a traceback, the
+prepared splits, and the loop stages' context (iteration, policy, declared outputs)."""
 
 from __future__ import annotations
 
 import functools
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
+from sipf import layout
+from sipf.config import Params, load_params
 from sipf.errors import ConfigError, DataError
 from sipf.methods import method_named
 from sipf.storage import atomic_path, read_parquet, write_json, write_parquet
@@ -18,9 +22,6 @@ from sipf.tasks.kinds import CodeQuestion, Question
 
 params_option = click.option("--params", "params_path", default="params.yaml", show_default=True,
                              type=click.Path(dir_okay=False), help="The params file to read.")
-PREPARED = Path("data/prepared")
-TEST_SPLITS = ("test", "ood")  # in-domain and out-of-domain; evaluated after every model
-RECORD_COLUMNS = ("id", "question", "answer", "solution", "prompt")
 
 
 def clear_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -48,34 +49,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def read_split(split: str, prepared: Path = PREPARED) -> tuple[list[Question], list[str]]:
+def read_split(split: str, prepared: Path = layout.PREPARED) -> tuple[list[Question], list[str]]:
     """Records and their formatted prompts of one prepared split (code tasks carry a
     ``code`` column and come back as CodeQuestion)."""
-    rows = read_parquet(prepared / f"{split}.parquet", required=RECORD_COLUMNS)
+    rows = read_parquet(layout.split_file(split, prepared), required=layout.TABLES["prepared"])
     records: list[Question] = [
         CodeQuestion.from_row(r) if r.get("code") else
         MathRecord(r["id"], r["question"], r["answer"], r["solution"]) for r in rows]
     return records, [r["prompt"] for r in rows]
-
-
-BASE = "models/base"
-M0 = "models/sft"  # the SFT policy: what iteration 1 samples with and ORPO adapters sit on
-iteration_option = click.option("--iteration", "k", type=click.IntRange(min=1), required=True,
-                                help="Iteration k of the loop.")
-policy_option = click.option("--policy", type=click.Path(file_okay=False), required=True,
-                             help="M_{k-1}: the model that samples (a checkpoint or adapter).")
-
-
-def data_dir(k: int) -> Path:
-    return Path(f"data/it{k}")
-
-
-def metrics_dir(k: int) -> Path:
-    return Path(f"metrics/it{k}")
-
-
-def model_dir(k: int) -> Path:
-    return Path(f"models/it{k}")
 
 
 def train_records_by_id() -> tuple[dict[str, Question], dict[str, str]]:
@@ -83,32 +64,67 @@ def train_records_by_id() -> tuple[dict[str, Question], dict[str, str]]:
     return {r.id: r for r in records}, {r.id: p for r, p in zip(records, prompts)}
 
 
-SKIPPED = "SKIPPED.json"  # what a placeholder directory holds (evaluate reads it)
+# ----------------------------------------------------------------------------- loop stages
+@dataclass(frozen=True)
+class LoopStage:
+    """What a loop stage of iteration k works with: its params, its iteration's paths, the
+    policy M_{k-1} (stages that sample or train from it) and the outputs it must write."""
+
+    name: str
+    params: Params
+    it: layout.Iteration
+    policy: str | None
+
+    @property
+    def k(self) -> int:
+        return self.it.k
+
+    @property
+    def outputs(self) -> tuple[Path, ...]:
+        return self.it.outputs(self.name)
+
+    def say(self, message: str) -> None:
+        """The stage's one summary line, prefixed with its DVC name (sample@it1: ...)."""
+        click.echo(f"{self.name}@it{self.k}: {message}")
 
 
-def skipped(method: str, stage: str, k: int, *outputs: Path) -> bool:
-    """When ``method`` does not run ``stage`` at iteration ``k``, write a placeholder for each
-    declared output (DVC needs them all) and return True: an empty Parquet table, a JSON
-    ``{"skipped": why}``, or a directory holding that JSON as SKIPPED.json."""
-    reason = method_named(method).skip_reason(stage, k)
-    if reason is None:
-        return False
-    for out in map(Path, outputs):
+def write_placeholders(stage: LoopStage, reason: str) -> None:
+    """A stage that ``params.method`` does not run still writes every declared output (DVC
+    needs them all): an empty Parquet table, a JSON ``{"skipped": why}``, or a directory
+    holding that JSON as SKIPPED.json (evaluate reads it)."""
+    for out in stage.outputs:
         if out.suffix == ".parquet":
             write_parquet([], out)
         elif out.suffix == ".json":
             write_json({"skipped": reason}, out)
         else:
             with atomic_path(out, directory=True) as tmp:
-                write_json({"skipped": reason}, tmp / SKIPPED)
-    click.echo(f"{stage}@it{k}: skipped ({reason})")
-    return True
+                write_json({"skipped": reason}, tmp / layout.SKIPPED)
+    stage.say(f"skipped ({reason})")
 
 
-def loop_stage(name: str, needs_policy: bool = True) -> Callable[[Callable[..., Any]], Any]:
-    """The click command of a loop stage: --params, --iteration (and --policy), clear errors."""
+iteration_option = click.option("--iteration", "k", type=click.IntRange(min=1), required=True,
+                                help="Iteration k of the loop.")
+policy_option = click.option("--policy", type=click.Path(file_okay=False), required=True,
+                             help="M_{k-1}: the model that samples (a checkpoint or adapter).")
 
-    def decorate(command: Callable[..., Any]) -> Any:
+
+def loop_stage(name: str, needs_policy: bool = True) -> Callable[[Callable[[LoopStage], None]], Any]:
+    """The click command of loop stage ``name``: --params, --iteration (and --policy), clear
+    errors, and the method's skip rule: a stage the method does not run writes placeholders
+    for its outputs (``layout.Iteration.outputs``) and the command body never runs."""
+
+    def decorate(body: Callable[[LoopStage], None]) -> Any:
+        @functools.wraps(body)
+        def command(params_path: str, k: int, policy: str | None = None) -> None:
+            params = load_params(params_path)
+            stage = LoopStage(name, params, layout.Iteration(k), policy)
+            reason = method_named(params.method).skip_reason(name, k)
+            if reason is not None:
+                write_placeholders(stage, reason)
+                return
+            body(stage)
+
         command = clear_errors(command)
         if needs_policy:
             command = policy_option(command)

@@ -9,39 +9,33 @@ as `align` does by default, so control k and M_k differ only in what they train 
 
 from __future__ import annotations
 
-import click
-
-from sipf.pipeline.alignment import control_config, with_adapter
-from sipf.config import load_params
+from sipf import layout
 from sipf.errors import ConfigError
 from sipf.models import load_policy, load_tokenizer, save_policy
+from sipf.pipeline.alignment import control_config, with_adapter
 from sipf.pipeline.sft import train_sft
+from sipf.stages.common import LoopStage, loop_stage, seed_everything, train_records_by_id
 from sipf.storage import atomic_path, read_parquet, write_json
-from sipf.stages.common import (BASE, M0, data_dir, loop_stage, metrics_dir, model_dir,
-                           seed_everything, skipped, train_records_by_id)
 
 
 @loop_stage("control", needs_policy=False)
-def main(params_path: str, k: int) -> None:
+def main(stage: LoopStage) -> None:
     """Gold-data SFT with the alignment's budget -> models/it<k>/control."""
-    params = load_params(params_path)
-    if skipped(params.method, "control", k, model_dir(k) / "control",
-               metrics_dir(k) / "control.json"):
-        return
+    params, it = stage.params, stage.it
     cfg = params.align
     if cfg.init != "sft":  # its chain of adapters would be one more DVC dependency per stage
         raise ConfigError("align.init: the control stage supports only 'sft' (a fresh "
                           "adapter on M0 every iteration)")
-    seed_everything(cfg.seed + k)
-    pairs = read_parquet(data_dir(k) / "prefs.parquet", required=("question_id",))
+    seed_everything(cfg.seed + stage.k)
+    pairs = read_parquet(it.prefs, required=("question_id",))
     records, prompts = train_records_by_id()
     gold = [(prompts[p["question_id"]], records[p["question_id"]].solution) for p in pairs]
-    tokenizer = load_tokenizer(BASE)
-    model = with_adapter(load_policy(M0, BASE, params.model), cfg, adapter_dir=None)
+    tokenizer = load_tokenizer(layout.BASE)
+    model = with_adapter(load_policy(layout.M0, layout.BASE, params.model), cfg, adapter_dir=None)
     model = train_sft(model, tokenizer, [g[0] for g in gold], [g[1] for g in gold],
                       control_config(cfg))
-    with atomic_path(model_dir(k) / "control", directory=True) as tmp:
-        save_policy(model, tokenizer, tmp, parent=M0)
+    with atomic_path(it.control, directory=True) as tmp:
+        save_policy(model, tokenizer, tmp, parent=layout.M0)
     write_json({"examples": len(gold), "questions": len({p["question_id"] for p in pairs})},
-               metrics_dir(k) / "control.json")
-    click.echo(f"control@it{k}: gold SFT on {len(gold)} solutions -> {model_dir(k) / 'control'}")
+               it.stage_metrics("control"))
+    stage.say(f"gold SFT on {len(gold)} solutions -> {it.control}")

@@ -8,15 +8,14 @@ from pathlib import Path
 
 import click
 
+from sipf import layout
 from sipf.config import load_params
 from sipf.pipeline.evaluation import evaluate_split, pass_at_k_split
 from sipf.generation import HFGenerator, SamplingParams
 from sipf.models import load_policy, load_tokenizer
 from sipf.storage import read_json, write_json, write_parquet
-from sipf.tasks.kinds import task_kind
-from sipf.tasks.prompts import stop_strings
-from sipf.stages.common import (PREPARED, SKIPPED, TEST_SPLITS, clear_errors, params_option,
-                           read_split)
+from sipf.stages.common import clear_errors, params_option, read_split
+from sipf.tasks.registry import task_named
 
 
 @click.command("evaluate")
@@ -24,35 +23,34 @@ from sipf.stages.common import (PREPARED, SKIPPED, TEST_SPLITS, clear_errors, pa
 @click.option("--model", "model_dir", type=click.Path(file_okay=False), required=True,
               help="A model directory (checkpoint or LoRA adapter).")
 @click.option("--name", required=True, help="Name of the metrics and predictions files.")
-@click.option("--base", "base_dir", type=click.Path(file_okay=False), default="models/base",
+@click.option("--base", "base_dir", type=click.Path(file_okay=False), default=str(layout.BASE),
               show_default=True)
 @clear_errors
 def main(params_path: str, model_dir: str, name: str, base_dir: str) -> None:
     """Write metrics/eval/<name>.json and data/predictions/<name>.parquet."""
     params = load_params(params_path)
-    predictions, metrics_file = Path("data/predictions") / f"{name}.parquet", \
-        Path("metrics/eval") / f"{name}.json"
-    if (Path(model_dir) / SKIPPED).is_file():  # a stage the method does not run: no model
+    predictions, metrics_file = layout.predictions(name), layout.eval_metrics(name)
+    if (Path(model_dir) / layout.SKIPPED).is_file():  # a stage the method does not run
         write_parquet([], predictions)
-        write_json(read_json(Path(model_dir) / SKIPPED), metrics_file)
+        write_json(read_json(Path(model_dir) / layout.SKIPPED), metrics_file)
         click.echo(f"evaluate {name}: skipped, {model_dir} is a placeholder")
         return
-    cfg = params.evaluate
+    cfg, task = params.evaluate, task_named(params.prepare.task)
     generator = HFGenerator(load_policy(model_dir, base_dir, params.model, merged=True),
                             load_tokenizer(base_dir), batch_size=cfg.batch_size)
     sampling = SamplingParams(max_new_tokens=cfg.max_new_tokens,
-                              stop=stop_strings(params.prepare.prompt_style))
+                              stop=task.stop(params.prepare.prompt_style))
     metrics: dict = {}
     all_rows: list[dict] = []
-    for split in TEST_SPLITS:
-        if not (PREPARED / f"{split}.parquet").is_file():
+    for split in layout.TEST_SPLITS:
+        if not layout.split_file(split).is_file():
             continue
         records, prompts = read_split(split)
         if cfg.limit:
             records, prompts = records[:cfg.limit], prompts[:cfg.limit]
         started = time.perf_counter()
         result, rows = evaluate_split(generator, records, prompts, split, sampling,
-                                      task_kind(params.prepare.task))
+                                      task.kind)
         seconds = time.perf_counter() - started
         tokens = sum(row["new_tokens"] for row in rows)
         metrics[split] = {**asdict(result), "seconds": round(seconds, 2),
@@ -61,7 +59,7 @@ def main(params_path: str, model_dir: str, name: str, base_dir: str) -> None:
             metrics[split].update(pass_at_k_split(
                 generator, records, prompts,
                 replace(sampling, temperature=cfg.pass_k_temperature, n=cfg.pass_k_samples,
-                        seed=params.seed), cfg.pass_k, task_kind(params.prepare.task)))
+                        seed=params.seed), cfg.pass_k, task.kind))
         all_rows.extend(rows)
         click.echo(f"evaluate {name}: {split} {result.correct}/{result.total} = "
                    f"{100 * result.accuracy:.2f}% ({tokens / seconds:.0f} new tokens/s)")

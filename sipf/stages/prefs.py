@@ -7,25 +7,19 @@ whether the reward first filters the correct paths (pRFT, pSRF).
 
 from __future__ import annotations
 
-import click
-
-from sipf.config import load_params
 from sipf.methods import method_named
 from sipf.pipeline.preferences import (build_pairs, correct_path_rows, keep_top_correct,
-                              with_outcome_reward)
+                                       with_outcome_reward)
+from sipf.stages.common import LoopStage, loop_stage, train_records_by_id
 from sipf.storage import read_parquet, write_json, write_parquet
-from sipf.stages.common import data_dir, loop_stage, metrics_dir, skipped, train_records_by_id
 
 
 @loop_stage("prefs", needs_policy=False)
-def main(params_path: str, k: int) -> None:
+def main(stage: LoopStage) -> None:
     """Preference pairs (or correct paths) -> data/it<k>/prefs.parquet."""
-    params = load_params(params_path)
-    if skipped(params.method, "prefs", k, data_dir(k) / "prefs.parquet",
-               metrics_dir(k) / "prefs.json"):
-        return
+    params, k, it = stage.params, stage.k, stage.it
     method = method_named(params.method)
-    scored = read_parquet(data_dir(k) / "scores.parquet",
+    scored = read_parquet(it.scores,
                           required=("question_id", "path_id", "text", "reward", "outcome"))
     _, prompts = train_records_by_id()
     if method.reward_filter:
@@ -43,6 +37,6 @@ def main(params_path: str, k: int) -> None:
         gaps = [p["chosen_reward"] - p["rejected_reward"] for p in pairs]
         metrics.update(mean_reward_gap=sum(gaps) / len(gaps),
                        rejected_wrong=sum(not p["rejected_outcome"] for p in pairs))
-    write_parquet(pairs, data_dir(k) / "prefs.parquet")
-    write_json(metrics, metrics_dir(k) / "prefs.json")
-    click.echo(f"prefs@it{k}: {metrics}")
+    write_parquet(pairs, it.prefs)
+    write_json(metrics, it.stage_metrics("prefs"))
+    stage.say(f"{metrics}")

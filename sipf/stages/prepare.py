@@ -6,16 +6,17 @@ from pathlib import Path
 
 import click
 
+from sipf import layout
 from sipf.config import load_params
 from sipf.storage import atomic_path, write_json, write_parquet
 from sipf.tasks.registry import load_task
 from sipf.tasks.prompts import format_prompt
-from sipf.stages.common import PREPARED, clear_errors, params_option
+from sipf.stages.common import clear_errors, params_option
 
 
 @click.command("prepare")
 @params_option
-@click.option("--out", type=click.Path(file_okay=False), default=str(PREPARED), show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=str(layout.PREPARED), show_default=True)
 @clear_errors
 def main(params_path: str, out: str) -> None:
     """Load the task named in params (arith, gsm8k, jsonl) and write train/test/ood Parquet."""

@@ -5,37 +5,31 @@ Methods without a reward model (feedback: none) reward a path with its outcome.
 
 from __future__ import annotations
 
-import click
-
-from sipf.config import load_params, prm_prompt_style
+from sipf.config import prm_prompt_style
 from sipf.methods import method_named
 from sipf.pipeline.prm import aggregate, load_prm, ranking_accuracy, score_steps, step_accuracy
+from sipf.stages.common import LoopStage, loop_stage, train_records_by_id
 from sipf.storage import read_parquet, write_json, write_parquet
-from sipf.tasks import arith
-from sipf.stages.common import (data_dir, loop_stage, metrics_dir, model_dir, skipped,
-                           train_records_by_id)
+from sipf.tasks.registry import task_named
 
 
 @loop_stage("score", needs_policy=False)
-def main(params_path: str, k: int) -> None:
+def main(stage: LoopStage) -> None:
     """PRM step scores and path rewards -> data/it<k>/scores.parquet."""
-    params = load_params(params_path)
-    if skipped(params.method, "score", k, data_dir(k) / "scores.parquet",
-               metrics_dir(k) / "score.json"):
-        return
+    params, k, it = stage.params, stage.k, stage.it
     cfg = params.prm
-    paths = read_parquet(data_dir(k) / "samples.parquet",
+    paths = read_parquet(it.samples,
                          required=("question_id", "path_id", "text", "steps", "outcome"))
     if method_named(params.method).feedback == "none":
         rows = [{"question_id": p["question_id"], "path_id": p["path_id"], "text": p["text"],
                  "outcome": p["outcome"], "step_scores": [], "reward": float(bool(p["outcome"])),
                  "iteration": k} for p in paths]
-        write_parquet(rows, data_dir(k) / "scores.parquet")
-        write_json({"paths": len(rows), "aggregate": "outcome"}, metrics_dir(k) / "score.json")
-        click.echo(f"score@it{k}: {len(rows)} paths rewarded by their outcome")
+        write_parquet(rows, it.scores)
+        write_json({"paths": len(rows), "aggregate": "outcome"}, it.stage_metrics("score"))
+        stage.say(f"{len(rows)} paths rewarded by their outcome")
         return
     records, _ = train_records_by_id()
-    model, tokenizer = load_prm(model_dir(k) / "prm")
+    model, tokenizer = load_prm(it.prm)
     steps = [list(p["steps"]) for p in paths]
     scores = score_steps(model, tokenizer, [records[p["question_id"]].question for p in paths],
                          steps, batch_size=cfg.batch_size,
@@ -47,12 +41,13 @@ def main(params_path: str, k: int) -> None:
                      "right_above_wrong": ranking_accuracy(
                          [r["question_id"] for r in rows], [r["outcome"] for r in rows],
                          [r["reward"] for r in rows])}
-    if params.prepare.task == "arith":
-        oracle = [[float(x) for x in arith.step_labels(records[p["question_id"]], s)]
+    oracle_of = task_named(params.prepare.task).step_oracle
+    if oracle_of is not None:
+        oracle = [[float(x) for x in oracle_of(records[p["question_id"]], s)]
                   for p, s in zip(paths, steps)]
         metrics["prm_step_accuracy_vs_oracle"] = step_accuracy(scores, oracle)
         metrics["oracle_correct_step_fraction"] = (
             sum(map(sum, oracle)) / max(1, sum(map(len, oracle))))
-    write_parquet(rows, data_dir(k) / "scores.parquet")
-    write_json(metrics, metrics_dir(k) / "score.json")
-    click.echo(f"score@it{k}: {metrics}")
+    write_parquet(rows, it.scores)
+    write_json(metrics, it.stage_metrics("score"))
+    stage.say(f"{metrics}")

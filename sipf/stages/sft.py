@@ -6,23 +6,23 @@ from pathlib import Path
 
 import click
 
+from sipf import layout
 from sipf.config import load_params
 from sipf.models import attach_lora, load_base_model, load_tokenizer, save_policy
 from sipf.generation import SamplingParams
 from sipf.pipeline.sft import VAL_SPLIT, accuracy_curve, hold_out, train_sft
 from sipf.storage import atomic_path, write_json
-from sipf.tasks.kinds import task_kind
-from sipf.tasks.prompts import stop_strings
-from sipf.stages.common import (PREPARED, TEST_SPLITS, clear_errors, params_option, read_split,
-                           seed_everything)
+from sipf.stages.common import clear_errors, params_option, read_split, seed_everything
+from sipf.tasks.registry import task_named
 
 
 @click.command("sft")
 @params_option
-@click.option("--base", "base_dir", type=click.Path(file_okay=False), default="models/base",
+@click.option("--base", "base_dir", type=click.Path(file_okay=False), default=str(layout.BASE),
               show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), default="models/sft", show_default=True)
-@click.option("--live-dir", type=click.Path(file_okay=False), default="metrics/sft",
+@click.option("--out", type=click.Path(file_okay=False), default=str(layout.M0),
+              show_default=True)
+@click.option("--live-dir", type=click.Path(file_okay=False), default=str(layout.SFT_METRICS),
               show_default=True, help="dvclive training curves.")
 @clear_errors
 def main(params_path: str, base_dir: str, out: str, live_dir: str) -> None:
@@ -34,14 +34,15 @@ def main(params_path: str, base_dir: str, out: str, live_dir: str) -> None:
     model = load_base_model(base_dir, params.model)
     if params.model.lora:
         model = attach_lora(model, params.model.lora_params, params.model.load_in_4bit)
-    probes = {split: read_split(split) for split in TEST_SPLITS
-              if (PREPARED / f"{split}.parquet").is_file()}
+    probes = {split: read_split(split) for split in layout.TEST_SPLITS
+              if layout.split_file(split).is_file()}
     if val is not None:
         probes = {VAL_SPLIT: val, **probes}
+    task = task_named(params.prepare.task)
     sampling = SamplingParams(max_new_tokens=params.sft.accuracy_max_new_tokens,
-                              stop=stop_strings(params.prepare.prompt_style))
+                              stop=task.stop(params.prepare.prompt_style))
     curve = accuracy_curve(tokenizer, probes, len(records), params.sft, sampling,
-                           kind=task_kind(params.prepare.task))
+                           kind=task.kind)
     model = train_sft(model, tokenizer, list(prompts), [r.solution for r in records],
                       params.sft, live_dir=Path(live_dir), curve=curve)
     with atomic_path(out, directory=True) as tmp:

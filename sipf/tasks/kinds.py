@@ -28,9 +28,6 @@ from typing import Any, Protocol, Union
 from sipf.tasks.base import MathRecord, annotations, answers_match, extract_answer, split_steps
 from sipf.code.programs import CodeRecord, extract_program, join_code_steps, split_code_steps
 
-CODE_TASKS = ("mbpp",)
-
-
 @dataclass(frozen=True)
 class CodeQuestion:
     """One prompt variant of a code task, seen through the fields every stage reads."""
@@ -167,7 +164,3 @@ def _code_record(record: Question) -> CodeRecord:
                         f"{type(record).__name__}")
     return record.code
 
-
-def task_kind(task: str) -> TaskKind:
-    """The kind of ``prepare.task``: code for MBPP, math for everything else."""
-    return CodeKind() if task in CODE_TASKS else MathKind()

@@ -82,12 +82,3 @@ def format_prompt(question: str, style: str) -> str:
     # replace, not str.format: questions may contain braces (LaTeX in MMLU).
     return template.replace("{question}", question)
 
-
-def stop_strings(style: str) -> tuple[str, ...]:
-    """Where generation stops for ``style``: trained models end on EOS, few-shot ones do not;
-    code stops where the program ends and tests or driver code would start (the paper's)."""
-    if style == "code":
-        from sipf.code.programs import STOP_SEQUENCES
-
-        return STOP_SEQUENCES
-    return COT_STOP if style == "cot8" else ()

@@ -1,0 +1,163 @@
+"""Where everything lives: every path the pipeline reads or writes, and every table's columns.
+
+The one module that spells paths out. Stages, ``sipf query``, ``sipf report`` and the figures
+read it; ``dvc.yaml`` must spell the same paths, and ``tests/test_layout.py`` checks that it
+does (DVC cannot import Python, so the file repeats them once, checked).
+
+A leaf: it imports nothing of the library.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# ----------------------------------------------------------------------------- the foundation
+DATA, MODELS, METRICS = Path("data"), Path("models"), Path("metrics")
+PREPARED = DATA / "prepared"  # prepare: one Parquet table per split, and meta.json
+SPLITS = ("train", "test", "ood")
+TEST_SPLITS = ("test", "ood")  # in-domain and out-of-domain: evaluated after every model
+BASE = Path("models/base")  # base: the checkpoint (or dequantized GGUF) every model starts from
+M0 = Path("models/sft")  # sft: the SFT policy, which iteration 1 samples with
+SFT_METRICS = Path("metrics/sft")  # sft's dvclive directory and accuracy_curve.json
+PREDICTIONS = Path("data/predictions")  # evaluate: <model name>.parquet
+EVAL_METRICS = Path("metrics/eval")  # evaluate: <model name>.json
+SKIPPED = "SKIPPED.json"  # what a placeholder directory holds (a stage a method does not run)
+
+
+def split_file(split: str, prepared: Path = PREPARED) -> Path:
+    return prepared / f"{split}.parquet"
+
+
+def predictions(name: str) -> Path:
+    return PREDICTIONS / f"{name}.parquet"
+
+
+def eval_metrics(name: str) -> Path:
+    return EVAL_METRICS / f"{name}.json"
+
+
+# ----------------------------------------------------------------------------- one iteration
+@dataclass(frozen=True)
+class Iteration:
+    """Iteration k's outputs: data/it<k>/, models/it<k>/ and metrics/it<k>/."""
+
+    k: int
+
+    @property
+    def data(self) -> Path:
+        return DATA / f"it{self.k}"
+
+    @property
+    def models(self) -> Path:
+        return MODELS / f"it{self.k}"
+
+    @property
+    def metrics(self) -> Path:
+        return METRICS / f"it{self.k}"
+
+    # data: one Parquet table per step of the loop (ITERATION_TABLES; columns: TABLES)
+    def table(self, name: str) -> Path:
+        return self.data / f"{name}.parquet"
+
+    @property
+    def samples(self) -> Path:
+        return self.table("samples")  # the pool D_k
+
+    @property
+    def rollouts(self) -> Path:
+        return self.table("rollouts")
+
+    @property
+    def step_labels(self) -> Path:
+        return self.table("step_labels")
+
+    @property
+    def scores(self) -> Path:
+        return self.table("scores")
+
+    @property
+    def prefs(self) -> Path:
+        return self.table("prefs")
+
+    # models
+    @property
+    def prm(self) -> Path:
+        return self.models / "prm"
+
+    @property
+    def policy(self) -> Path:
+        return self.models / "policy"  # M_k: a LoRA adapter on M0
+
+    @property
+    def control(self) -> Path:
+        return self.models / "control"  # the gold-SFT control with M_k's budget
+
+    # metrics (dvclive directories hold metrics.json and plots/metrics)
+    def stage_metrics(self, stage: str) -> Path:
+        return self.metrics / f"{stage}.json"
+
+    def live_dir(self, stage: str) -> Path:
+        return self.metrics / stage
+
+    # what iteration k reads from k - 1
+    @property
+    def previous_policy(self) -> Path:
+        """M_{k-1}: the model that samples and simulates in iteration k."""
+        return M0 if self.k == 1 else Iteration(self.k - 1).policy
+
+    @property
+    def previous_pool(self) -> Path:
+        """D_{k-1}, which iteration k grows (iteration 1 has none: the prepared data)."""
+        return PREPARED if self.k == 1 else Iteration(self.k - 1).samples
+
+    def outputs(self, stage: str) -> tuple[Path, ...]:
+        """Everything ``stage`` of this iteration writes: its dvc.yaml outs, metrics and
+        plots, in that order. A stage a method skips writes a placeholder for each."""
+        live = self.live_dir(stage)
+        return {
+            "sample": (self.samples, self.stage_metrics("sample")),
+            "simulate": (self.rollouts, self.step_labels, self.stage_metrics("simulate")),
+            "train_prm": (self.prm, self.stage_metrics("prm"), self.live_dir("prm") / "plots" / "metrics"),
+            "score": (self.scores, self.stage_metrics("score")),
+            "prefs": (self.prefs, self.stage_metrics("prefs")),
+            "align": (self.policy, live / "metrics.json", live / "plots" / "metrics"),
+            "control": (self.control, self.stage_metrics("control")),
+        }[stage]
+
+
+LOOP_STAGES = ("sample", "simulate", "train_prm", "score", "prefs", "align", "control")
+
+
+def loop_entry(k: int) -> dict[str, object]:
+    """params.yaml's ``loop.it<k>``: what dvc.yaml's foreach reads for iteration k."""
+    it = Iteration(k)
+    return {"k": k, "policy": it.previous_policy.as_posix(), "pool": it.previous_pool.as_posix()}
+
+
+# ----------------------------------------------------------------------------- table columns
+# Every Parquet table the pipeline writes, with its columns in the order written. The writers
+# build these rows; tests/test_layout.py checks a real run's files against this list.
+TABLES: dict[str, tuple[str, ...]] = {
+    "prepared": ("id", "question", "answer", "solution", "prompt"),  # + "code" for code tasks
+    "samples": ("question_id", "path_id", "text", "steps", "answer", "outcome", "iteration",
+                "generator"),
+    "rollouts": ("path_id", "question_id", "step_index", "rollout_index", "completion", "answer",
+                 "correct"),
+    "step_labels": ("path_id", "question_id", "step_index", "step", "n_correct", "k", "hard",
+                    "soft"),  # + "oracle" where the task has a step oracle
+    "scores": ("question_id", "path_id", "text", "outcome", "step_scores", "reward", "iteration"),
+    "prefs": ("question_id", "prompt", "chosen", "rejected", "chosen_path_id", "rejected_path_id",
+              "chosen_reward", "rejected_reward", "chosen_outcome", "rejected_outcome",
+              "iteration"),
+    "predictions": ("split", "id", "question", "prompt", "gold_answer", "completion",
+                    "predicted_answer", "correct", "new_tokens"),
+}
+ITERATION_TABLES = ("samples", "rollouts", "step_labels", "scores", "prefs")  # data/it<k>/
+ITERATION_DIR = re.compile(r"it(\d+)")  # the folder name of Iteration(k).data, .models, .metrics
+
+
+def iteration_tables(name: str) -> str:
+    """The glob of table ``name`` over every iteration (``sipf query``'s views)."""
+    return (DATA / "it*" / f"{name}.parquet").as_posix()
