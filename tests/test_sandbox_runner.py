@@ -22,7 +22,8 @@ def round_trip(value: object) -> object:
 
 @pytest.mark.parametrize("value", [
     None, True, 0, -7, 2**53 - 1, 2**53, -(2**80), 1.5, float("inf"), 2 - 3j, "ünï", b"\x00\xff",
-    bytearray(b"ab"), [1, [2, (3,)]], (), {4, 5}, frozenset({"a"}), {1: {"k": [None]}, (1, 2): b""},
+    bytearray(b"ab"), [1, [2, (3,)]], (), {4, 5}, frozenset({"a"}),
+    {1: {"k": [None]}, (1, 2): b""},
 ])
 def test_plain_data_round_trips_with_its_type(value: object) -> None:
     back = round_trip(value)
