@@ -133,3 +133,23 @@ def test_broken_prm_checkpoint_and_missing_simulator_are_named(iteration, monkey
     assert result.exit_code == 1
     assert "simulate.simulator: ./no/such/model does not exist" in result.output
     assert not (root / "data/it3/rollouts.parquet").exists()
+
+
+def test_every_table_has_the_columns_the_layout_lists(iteration):
+    from sipf import layout
+
+    root, _ = iteration
+    it = layout.Iteration(1)
+    extra = {"step_labels": ("oracle",)}  # arith has a step oracle
+    for name in ("samples", "rollouts", "step_labels", "scores", "prefs"):
+        columns = tuple(pq.read_schema(root / it.table(name)).names)
+        assert columns == layout.TABLES[name] + extra.get(name, ()), name
+    assert tuple(pq.read_schema(root / layout.predictions("it1")).names) == \
+        layout.TABLES["predictions"]
+    for split in layout.SPLITS:
+        assert tuple(pq.read_schema(root / layout.split_file(split)).names) == \
+            layout.TABLES["prepared"]
+    # every output the layout declares for the stages that ran exists
+    for stage in ("simulate", "train_prm", "score", "prefs", "align", "control"):
+        for out in it.outputs(stage):
+            assert (root / out).exists(), out
