@@ -153,6 +153,26 @@ def test_report_writes_only_its_out_directory(tmp_path, monkeypatch):
     assert len(figures) == 4 and all(f"![{f[:-4]}]({f})" in results for f in figures)
 
 
+def test_readme_and_docs_links_resolve():
+    """Every relative `](path)` in README.md, docs/ and benchmarks/README.md names a file
+    (the README links to reports/results.md instead of embedding it)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    pages = [root / "README.md", root / "benchmarks/README.md", *sorted(root.glob("docs/**/*.md"))]
+    links = 0
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue  # a URL or an anchor on the same page
+            links += 1
+            path = (page.parent / target.split("#")[0]).resolve()
+            assert path.exists(), f"{page.relative_to(root)}: {target} does not exist"
+    assert links > 10
+    assert "](reports/results.md)" in (root / "README.md").read_text()
+
+
 def test_experiments_changing_other_params_are_set_aside_with_what_they_changed(tmp_path):
     def entry(name, params):
         return {"executor": {"state": "success"}, "revs": [{"rev": "a" * 40, "name": name, "data": {
