@@ -27,7 +27,7 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	. $(BIN)/activate && python -m pytest -q -m slow
 
-# Every method x seed and the or_weight sweep as DVC experiments (README: Methods), then the report.
+# Every method x seed and the or_weight sweep as DVC experiments (docs/experiments.md), then the report.
 METHODS = cot,sft,rft,prft,star,srf,psrf,rpo,siof,sipf,sipf_no_or,sipf_no_pf_or
 experiments: $(STAMP)
 	. $(BIN)/activate && dvc exp run --queue -S 'method=$(METHODS)' -S 'seed=0,1,2' \
@@ -47,4 +47,4 @@ run-queue: $(STAMP)
 	done
 
 report: $(STAMP)
-	. $(BIN)/activate && sipf report --readme README.md
+	. $(BIN)/activate && sipf report   # reports/: results.md and the figures

@@ -1,4 +1,4 @@
-"""The paper's methods as switches on one pipeline (method.md section 7, Tables 1-4).
+"""The paper's methods as switches on one pipeline (docs/method.md section 7, Tables 1-4).
 
 Every method runs the same DVC stages (sample, simulate, train_prm, score, prefs, align,
 evaluate); a method only changes what each stage does:

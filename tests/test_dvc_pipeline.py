@@ -77,21 +77,17 @@ def test_repro_twice_then_a_param_change(project):
 
 
 def test_experiments_of_two_methods_and_seeds_feed_the_report(project):
-    # `-S method=... -S seed=...` as the README queues them; run up to M0's evaluation only
+    # `-S method=... -S seed=...` as docs/experiments.md queues them; run up to M0's evaluation only
     # (a tiny model never answers right, so the loop has nothing to learn from).
     for method, seed in (("cot", 0), ("sft", 0), ("sft", 1)):
         sh("dvc", "exp", "run", "-S", f"method={method}", "-S", f"seed={seed}",
            "-n", f"{method}-s{seed}", *FOUNDATION, cwd=project)
     sipf = str(Path(sys.executable).parent / "sipf")
-    (project / "docs").mkdir()
-    (project / "docs/RESULTS.md").write_text(
-        "# Results\n\n<!-- results: start -->\nSTALE-BLOCK\n<!-- results: end -->\n\nClaims.\n")
-    printed = sh(sipf, "report", "--out", "reports", "--readme", "docs/RESULTS.md", cwd=project)
+    printed = sh(sipf, "report", "--out", "reports", cwd=project)
     assert "Runs: 3 experiments, seeds 0, 1." in printed
-    readme = (project / "docs/RESULTS.md").read_text()
-    assert readme.startswith("# Results\n\n<!-- results: start -->\nRuns: 3 experiments")
-    assert readme.endswith("<!-- results: end -->\n\nClaims.\n") and "STALE-BLOCK" not in readme
-    assert "#### Tables 1/2" in readme and "](../reports/accuracy_per_iteration.png)" in readme
+    results = (project / "reports/results.md").read_text()
+    assert results.startswith("Runs: 3 experiments")
+    assert "### Tables 1/2" in results and "](accuracy_per_iteration.png)" in results
     sft_row = next(line for line in printed.splitlines() if line.startswith("| SFT |"))
     assert sft_row.startswith("| SFT | 2 | ")  # both seeds of method sft, mean ± sd
     assert next(line for line in printed.splitlines()

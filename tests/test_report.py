@@ -2,14 +2,12 @@
 
 import json
 
-import pytest
-
 from click.testing import CliRunner
 
 from sipf.cli import main
 from sipf.analysis.report import (Run, best_iteration, claims_table, collect, main_table, markdown,
                          mean_sd, or_weight_table, reward_model_table, runs_from_exp_show,
-                         tables, with_results)
+                         tables)
 
 
 def write_run(root, accuracies: dict[str, tuple[float, float]]):
@@ -141,27 +139,38 @@ def test_figures_are_pngs_with_the_runs_drawn(tmp_path):
                for p in paths)
 
 
-def test_readme_block_is_replaced_and_a_readme_without_markers_is_refused():
-    readme = "intro\n<!-- results: start -->\nstale\n<!-- results: end -->\nclaims\n"
-    report = "Runs: 2.\n\n### Table 3\n\n| a |\n\n![fig](fig.png)\n"
-    assert with_results(readme, report, "reports") == (
-        "intro\n<!-- results: start -->\nRuns: 2.\n\n#### Table 3\n\n| a |\n\n"
-        "![fig](reports/fig.png)\n<!-- results: end -->\nclaims\n")
-    with pytest.raises(ValueError, match="no '<!-- results: start -->'"):
-        with_results("intro only\n", report, "reports")
-
-
-def test_report_refuses_a_readme_without_markers_before_writing(tmp_path, monkeypatch):
+def test_report_writes_only_its_out_directory(tmp_path, monkeypatch):
     import sipf.stages.report
     monkeypatch.setattr(sipf.stages.report, "experiment_runs", lambda repo, all_commits: [
-        fake_run("sft", 0, 0.5)])
-    (tmp_path / "README.md").write_text("no markers\n")
-    result = CliRunner().invoke(main, ["report", "--out", str(tmp_path / "reports"),
-                                       "--readme", str(tmp_path / "README.md")])
-    assert result.exit_code == 1
-    assert "README.md" in result.output and "no '<!-- results: start -->'" in result.output
-    assert not (tmp_path / "reports").exists()
-    assert (tmp_path / "README.md").read_text() == "no markers\n"
+        fake_run(m, s, 0.5) for m in ("sft", "sipf") for s in (0, 1)])
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["report", "--out", "reports"])
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in tmp_path.iterdir()] == ["reports"]  # no README or other file
+    results = (tmp_path / "reports/results.md").read_text()
+    assert results.startswith("Runs: 4 experiments, seeds 0, 1.")
+    figures = sorted(p.name for p in (tmp_path / "reports").glob("*.png"))
+    assert len(figures) == 4 and all(f"![{f[:-4]}]({f})" in results for f in figures)
+
+
+def test_readme_and_docs_links_resolve():
+    """Every relative `](path)` in README.md, docs/ and benchmarks/README.md names a file
+    (the README links to reports/results.md instead of embedding it)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    pages = [root / "README.md", root / "benchmarks/README.md", *sorted(root.glob("docs/**/*.md"))]
+    links = 0
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue  # a URL or an anchor on the same page
+            links += 1
+            path = (page.parent / target.split("#")[0]).resolve()
+            assert path.exists(), f"{page.relative_to(root)}: {target} does not exist"
+    assert links > 10
+    assert "](reports/results.md)" in (root / "README.md").read_text()
 
 
 def test_experiments_changing_other_params_are_set_aside_with_what_they_changed(tmp_path):

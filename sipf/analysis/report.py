@@ -390,17 +390,3 @@ def tables(all_runs: Sequence[Run]) -> str:
         "### Figure 6: or_weight sweep (SIPF, in domain)\n\n" + or_weight_table(runs),
         "### The paper's claims, seed by seed\n\n" + claims_table(runs),
         *(["### Other experiments (in domain)\n\n" + other_runs_table(others)] if others else [])])
-
-
-README_START, README_END = "<!-- results: start -->", "<!-- results: end -->"
-
-
-def with_results(readme: str, results: str, figures_dir: str) -> str:
-    """``readme`` with the text between its results markers replaced by ``results`` (the
-    report's Markdown): headings one level deeper, figure links relative to the README."""
-    start, end = readme.find(README_START), readme.find(README_END)
-    if start < 0 or end < start:
-        raise ValueError(f"no '{README_START}' ... '{README_END}' block to replace")
-    body = results.replace("\n### ", "\n#### ").replace("](", f"]({figures_dir}/")
-    return readme[:start] + f"{README_START}\n{body.strip()}\n{README_END}" \
-        + readme[end + len(README_END):]

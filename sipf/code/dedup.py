@@ -1,4 +1,4 @@
-"""Near-duplicate removal for sampled programs, by edit distance (method.md section 1).
+"""Near-duplicate removal for sampled programs, by edit distance (docs/method.md section 1).
 
 The rule, as the SIPF authors implement it (``self_sampling.py`` and
 ``add_string_with_distance_check`` in ChenKy23/SIPF):

@@ -17,7 +17,7 @@ A completion is turned into the program that is judged by :meth:`CodeRecord.prog
 HumanEval, the problem's original prompt, exactly what OpenAI's harness puts in front of a
 completion: both judge the same program.
 
-A step is one non-empty line of the program (method.md, Notation): split the *extracted
+A step is one non-empty line of the program (docs/method.md, Notation): split the *extracted
 completion* (what the model wrote), not ``program(...)``, whose HumanEval prefix is prompt.
 """
 

@@ -1,5 +1,5 @@
-"""Step 6 of an iteration: ORPO on the preference pairs (method.md §5, Eq. 7-8); DPO and
-RPO for the baselines that use them (method.md §7).
+"""Step 6 of an iteration: ORPO on the preference pairs (docs/method.md §5, Eq. 7-8); DPO and
+RPO for the baselines that use them (docs/method.md §7).
 
 ``L = NLL(chosen) − λ · log σ(log odds(chosen) − log odds(rejected))`` through TRL's
 ORPOTrainer (λ is TRL's ``beta``), always into a LoRA adapter. How TRL encodes a pair:

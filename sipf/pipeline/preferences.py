@@ -1,4 +1,4 @@
-"""Step 5 of an iteration: preference pairs from scored paths (method.md §4, Eq. 6).
+"""Step 5 of an iteration: preference pairs from scored paths (docs/method.md §4, Eq. 6).
 
 ``D_pref = {(q, τ_w, τ_l) : r(τ_w) − r(τ_l) ≥ η}`` over the paths of one question. The
 paper leaves open how many pairs a question gives and whether the outcome must agree with

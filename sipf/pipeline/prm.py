@@ -1,4 +1,4 @@
-"""Process reward model (method.md §3, Eq. 3-5).
+"""Process reward model (docs/method.md §3, Eq. 3-5).
 
 A causal-LM backbone with a new 2-way token-classification head reads
 ``q + "\\nPlease reason step by step.\\n" + s_1 + "\\n" + … + s_n + "\\n"`` and scores the

@@ -1,4 +1,4 @@
-"""Step 1 of an iteration: sample reasoning paths from the current policy (method.md §1).
+"""Step 1 of an iteration: sample reasoning paths from the current policy (docs/method.md §1).
 
 For every training question the policy writes solutions at temperature T until the
 question holds its quota of distinct correct and distinct wrong paths, or its budget
@@ -58,7 +58,7 @@ class SampleConfig:
         "help": "Sample for the first N training questions only (0 = all)."})
     grow_pool: bool = field(default=True, metadata={
         "help": "Iteration k's samples.parquet is the pool D_k = D_{k-1} plus the new "
-                "samples (method.md section 6), deduplicated across iterations; false keeps "
+                "samples (docs/method.md section 6), deduplicated across iterations; false keeps "
                 "only the new samples."})
     seed: int = field(default=0, metadata={
         "help": "Seed of the samples; each iteration and round derives its own from it."})

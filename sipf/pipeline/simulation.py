@@ -1,4 +1,4 @@
-"""Step 2 of an iteration: label each step of a path by inference simulation (method.md §2).
+"""Step 2 of an iteration: label each step of a path by inference simulation (docs/method.md §2).
 
 The simulator continues the prefix ``q, s_1..s_j`` K times; the step's soft label is the
 fraction of those rollouts that reach the gold answer, its hard label whether more than

@@ -3,13 +3,12 @@ accuracy of every evaluated model over run directories (one per seed)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
 from sipf.errors import DataError
-from sipf.analysis.report import collect, experiment_runs, markdown, tables, with_results
+from sipf.analysis.report import collect, experiment_runs, markdown, tables
 from sipf.storage import atomic_path
 from sipf.stages.common import clear_errors
 
@@ -22,12 +21,8 @@ from sipf.stages.common import clear_errors
               help="The repository whose `dvc exp` experiments are reported.")
 @click.option("--all-commits", is_flag=True,
               help="Also experiments based on other commits than the one checked out.")
-@click.option("--readme", type=click.Path(dir_okay=False, exists=True),
-              help="Also put the tables and figures into this Markdown file, between its "
-                   "'<!-- results: start -->' and '<!-- results: end -->' lines.")
 @clear_errors
-def main(runs: tuple[str, ...], out: str, repo: str, all_commits: bool,
-         readme: str | None) -> None:
+def main(runs: tuple[str, ...], out: str, repo: str, all_commits: bool) -> None:
     """Tables (printed, and in OUT/results.md) and figures of every finished experiment.
 
     With RUNS (project directories, one per seed): one table of every evaluated model.
@@ -40,23 +35,11 @@ def main(runs: tuple[str, ...], out: str, repo: str, all_commits: bool,
     experiments = experiment_runs(Path(repo), all_commits)
     if not experiments:
         raise DataError("no finished experiment (`dvc exp show` lists none with an evaluated "
-                        "M0): queue them first (README: 'Methods')", file=Path(repo).resolve())
+                        "M0): queue them first (docs/experiments.md)", file=Path(repo).resolve())
     text = tables(experiments)
-    if readme:  # fail on a README without markers before anything is drawn or written
-        readme_path = Path(readme)
-        readme_text = readme_path.read_text()
-        try:
-            with_results(readme_text, "", ".")
-        except ValueError as e:
-            raise DataError(str(e), file=readme_path) from None
     figures = draw_all(experiments, Path(out))
     results = text + "\n\n" + "\n".join(f"![{f.stem}]({f.name})" for f in figures) + "\n"
     with atomic_path(Path(out) / "results.md") as tmp:
         tmp.write_text(results)
-    if readme:
-        figures_dir = Path(os.path.relpath(Path(out).resolve(), readme_path.resolve().parent))
-        with atomic_path(readme_path) as tmp:
-            tmp.write_text(with_results(readme_text, results, figures_dir.as_posix()))
     click.echo(text)
-    click.echo(f"\nwrote {Path(out) / 'results.md'} and {len(figures)} figures"
-               + (f"; updated {readme}" if readme else ""))
+    click.echo(f"\nwrote {Path(out) / 'results.md'} and {len(figures)} figures")

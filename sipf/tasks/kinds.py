@@ -4,7 +4,7 @@ Sampling, simulation and evaluation are the same for math and code except for fo
 which a :class:`TaskKind` supplies:
 
 - ``steps(text)``: a math solution's lines before "The answer is"; a program's non-empty
-  lines (method.md, Notation);
+  lines (docs/method.md, Notation);
 - ``judge(records, texts)``: a math answer is compared with the gold number; a program is
   run against its tests in the sandbox (never in this process), all at once so the
   sandbox's worker pool stays busy;
