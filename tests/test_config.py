@@ -1,5 +1,7 @@
 """params.yaml is validated at start-up: unknown keys and wrong types fail with the key named."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,13 @@ def test_repository_params_load_and_match_defaults():
     assert params == Params()
 
 
+def test_config_imports_nothing_of_the_library_but_its_errors():
+    code = "import sys, sipf.config; print(sorted(m for m in sys.modules if m.startswith('sipf')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO).stdout
+    assert out.strip() == "['sipf', 'sipf.config', 'sipf.errors']"
+
+
 @pytest.mark.parametrize("data, message", [
     ({"sft": {"learning_rte": 0.1}}, "unknown parameter sft.learning_rte"),
     ({"typo_section": 1}, "unknown parameter typo_section"),
@@ -36,6 +45,8 @@ def test_repository_params_load_and_match_defaults():
     ({"model": {"lora_params": {"target_modules": "q_proj"}}},
      "model.lora_params.target_modules: expected a list"),
     ({"model": {"load_in_4bit": True}}, "model.load_in_4bit needs model.lora"),
+    ({"align": {"lora": {"r": 0}}}, "align.lora.r: must be >= 1"),
+    ({"align": {"lora_r": 4}}, "unknown parameter align.lora_r"),
     ({"prepare": {"task": "jsonl"}}, "prepare.jsonl.train: required"),
     ({"loop": {"it2": {"k": 2, "policy": "models/it1/policy", "pool": "data/prepared"}}},
      "loop.it2.pool: iteration 2 grows data/it1/samples.parquet, got data/prepared"),
