@@ -25,14 +25,15 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from datasets import Dataset
-from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
 from trl import DPOConfig, DPOTrainer
 
 from sipf.config import AlignConfig, SftConfig
 from sipf.errors import DataError
+from sipf.models import lora_config
+from sipf.pipeline.training import dvclive_callbacks, live_run, schedule_args, training_args
 
 with warnings.catch_warnings():  # trl pins this trainer; its "experimental" note is noise
     warnings.filterwarnings("ignore", message="You are importing from 'trl.experimental'")
@@ -85,9 +86,7 @@ def with_adapter(model: PreTrainedModel, cfg: AlignConfig,
                             file=adapter_dir)
         return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
     set_seed(cfg.seed)  # the adapter's random initialisation
-    config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                        target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    return get_peft_model(model, lora_config(cfg.lora))
 
 
 def control_config(cfg: AlignConfig) -> SftConfig:
@@ -129,17 +128,10 @@ def _response_nll(orpo_trainer: type) -> type:
 
 def _training_args(cfg: AlignConfig, output_dir: Path) -> dict:
     """The settings ORPO and DPO share: budget, schedule, batch, logging, seeds, device."""
-    on_gpu = torch.cuda.is_available()
-    return dict(
-        output_dir=str(output_dir), num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps or -1, learning_rate=cfg.learning_rate,
-        lr_scheduler_type="linear", warmup_steps=cfg.warmup_ratio,  # a float is a ratio
-        max_grad_norm=cfg.max_grad_norm, per_device_train_batch_size=cfg.batch_size,
-        max_length=cfg.max_length, activation_checkpointing=cfg.gradient_checkpointing,
-        remove_unused_columns=False, logging_steps=cfg.logging_steps, logging_first_step=True,
-        save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed,
-        bf16=on_gpu and torch.cuda.is_bf16_supported(), use_cpu=not on_gpu,
-        disable_tqdm=True, dataloader_num_workers=0)
+    return training_args(output_dir, cfg, **schedule_args(cfg, "linear"),
+                         max_grad_norm=cfg.max_grad_norm,
+                         activation_checkpointing=cfg.gradient_checkpointing,
+                         remove_unused_columns=False)
 
 
 def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
@@ -175,20 +167,9 @@ def train_orpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     """
     with tempfile.TemporaryDirectory(prefix="sipf-orpo-") as scratch:
         trainer = build_trainer(model, tokenizer, pairs, or_weight, cfg, Path(scratch),
-                                adapter_dir, _live_callbacks(live_dir))
+                                adapter_dir, dvclive_callbacks(live_run(live_dir)))
         trainer.train()
     return trainer.model
-
-
-def _live_callbacks(live_dir: Path | None) -> list[TrainerCallback]:
-    if live_dir is None:
-        return []
-    from dvclive import Live
-    from dvclive.huggingface import DVCLiveCallback
-
-    # Stage outputs are versioned by dvc.yaml itself: no dvc.yaml edits, no experiments.
-    # The callback ends the run (writing metrics.json) when training ends.
-    return [DVCLiveCallback(live=Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False))]
 
 
 def _drop_added_bos_dpo(row: dict, tokenizer: PreTrainedTokenizerBase) -> dict:
@@ -228,6 +209,6 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     the completion's tokens (ORPO's are per-token means)."""
     with tempfile.TemporaryDirectory(prefix="sipf-dpo-") as scratch:
         trainer = build_dpo_trainer(model, tokenizer, pairs, cfg, Path(scratch), nll_weight,
-                                    _live_callbacks(live_dir))
+                                    dvclive_callbacks(live_run(live_dir)))
         trainer.train()
     return trainer.model
