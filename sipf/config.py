@@ -2,7 +2,8 @@
 
 Each stage reads one dataclass; every field carries help text (TRL style).
 ``from_mapping`` rejects unknown keys and wrong types with a message naming the
-file and the dotted key, so a typo in ``params.yaml`` fails before any work.
+file and the dotted key, so a typo in ``params.yaml`` fails before any work;
+``params_yaml`` writes the file back (``sipf preset``) with the help texts as comments.
 The module imports nothing of the library but ``sipf.errors``: the library imports it.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -604,7 +606,7 @@ def reseeded(params: Params) -> Params:
 
 
 # PyYAML reads YAML 1.1, where a float without a dot (1e-05) is a string; DVC's YAML 1.2 writes
-# exactly that for `dvc exp run -S align.learning_rate=1e-5`
+# exactly that for `dvc exp run -S align.learning_rate=1e-5` (and params_yaml quotes such strings)
 _YAML_1_2_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 
 
@@ -689,8 +691,8 @@ def merge_params(base: dict[str, Any], override: dict[str, Any]) -> dict[str, An
     return merged
 
 
-def apply_preset(preset: str | Path) -> dict[str, Any]:
-    """The defaults overridden by a preset file: a complete, validated params mapping."""
+def apply_preset(preset: str | Path) -> Params:
+    """The defaults overridden by a preset file, validated."""
     preset = Path(preset)
     if not preset.is_file():
         raise ConfigError(f"{preset}: no such preset")
@@ -699,7 +701,59 @@ def apply_preset(preset: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{preset}: expected a mapping at the top level")
     merged = merge_params(as_dict(Params()), overrides)
     try:
-        from_mapping(Params, merged)
+        return from_mapping(Params, merged)
     except ConfigError as err:
         raise ConfigError(f"{preset}: {err}") from err
-    return merged
+
+
+_LINE_WIDTH = 99
+
+
+def params_yaml(config: Any) -> str:
+    """``config`` (a Params, or any section of it) as YAML, each key under its help text as a
+    comment and each section after a blank line; PyYAML and DVC (YAML 1.2) read the same
+    values back."""
+    return "\n".join(_yaml_lines(config, "")) + "\n"
+
+
+def _yaml_lines(config: Any, indent: str) -> list[str]:
+    lines: list[str] = []
+    after_section = False
+    for spec in dataclasses.fields(config):
+        value = getattr(config, spec.name)
+        section = dataclasses.is_dataclass(value) or isinstance(value, dict)
+        if lines and (section or after_section):
+            lines.append("")
+        after_section = section
+        lines += textwrap.wrap(spec.metadata["help"], _LINE_WIDTH, initial_indent=f"{indent}# ",
+                               subsequent_indent=f"{indent}# ", break_long_words=False,
+                               break_on_hyphens=False)
+        if dataclasses.is_dataclass(value):
+            lines += [f"{indent}{spec.name}:", *_yaml_lines(value, indent + "  ")]
+        elif isinstance(value, dict) and value:  # loop: one line per entry
+            lines.append(f"{indent}{spec.name}:")
+            lines += [f"{indent}  {key}: {_yaml_value(item)}" for key, item in value.items()]
+        else:
+            lines.append(f"{indent}{spec.name}: {_yaml_value(value)}")
+    return lines
+
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, quoting the strings that only YAML 1.2 reads as numbers."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "'" if _YAML_1_2_FLOAT.fullmatch(value) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def _yaml_value(value: Any) -> str:
+    """One value in YAML flow style, on one line (a dataclass as its mapping)."""
+    if dataclasses.is_dataclass(value):
+        value = dataclasses.asdict(value)
+    text = yaml.dump(value, Dumper=_Dumper, default_flow_style=True, width=float("inf"),
+                     allow_unicode=True, sort_keys=False)
+    return text.removesuffix("\n").removesuffix("\n...")
