@@ -2,13 +2,16 @@
 
 Each stage reads one dataclass; every field carries help text (TRL style).
 ``from_mapping`` rejects unknown keys and wrong types with a message naming the
-file and the dotted key, so a typo in ``params.yaml`` fails before any work.
+file and the dotted key, so a typo in ``params.yaml`` fails before any work;
+``params_yaml`` writes the file back (``sipf preset``) with the help texts as comments.
+The module imports nothing of the library but ``sipf.errors``: the library imports it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,12 +21,6 @@ from typing import Any, TypeVar
 import yaml
 
 from sipf.errors import ConfigError
-from sipf.pipeline.alignment import AlignConfig
-from sipf.methods import method_named
-from sipf.pipeline.preferences import PrefsConfig
-from sipf.pipeline.sampling import SampleConfig
-from sipf.pipeline.simulation import SimulateConfig
-from sipf.tasks.arith import ArithConfig
 
 T = TypeVar("T")
 
@@ -34,7 +31,111 @@ def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclas
     return field(default=default, metadata={"help": text})
 
 
+def _require(ok: bool, key: str, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {why}")
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    _require(value in allowed, key, f"{value!r} is not one of {', '.join(allowed)}")
+
+
+def _at_least(key: str, value: int, low: int) -> None:
+    _require(value >= low, key, f"must be >= {low}, got {value}")
+
+
 # ----------------------------------------------------------------------------- task
+ARITH_OPERATIONS = ("add", "sub", "mul", "groups")
+MUL_FACTORS = range(2, 5)  # "3 times as many": small factors keep every product small
+SPLITS = ("train", "test", "ood")
+
+
+@dataclass(frozen=True)
+class ArithConfig:
+    """The embedded arithmetic task (sipf.tasks.arith)."""
+
+    seed: int = _help("Seed of the generator; each split draws from its own stream.", 0)
+    n_train: int = _help("Training problems.", 4000)
+    n_test: int = _help("In-domain test problems.", 300)
+    n_ood: int = _help("Out-of-domain (more steps) test problems.", 300)
+    min_steps: int = _help("Fewest operations in an in-domain problem.", 2)
+    max_steps: int = _help("Most operations in an in-domain problem.", 3)
+    ood_min_steps: int = _help("Fewest operations in an out-of-domain problem.", 2)
+    ood_max_steps: int = _help("Most operations in an out-of-domain problem.", 3)
+    start_min: int = _help("Smallest starting quantity.", 10)
+    start_max: int = _help("Largest starting quantity.", 59)
+    ood_start_min: int = _help("Smallest starting quantity out of domain (0 = start_min).", 60)
+    ood_start_max: int = _help("Largest starting quantity out of domain (0 = start_max). The "
+                               "out-of-domain split must differ by its steps or by its start "
+                               "range (larger numbers).", 99)
+    operand_min: int = _help("Smallest operand of a step.", 2)
+    operand_max: int = _help("Largest operand of a step.", 9)
+    max_value: int = _help("No intermediate value may exceed this (none goes below 0).", 99)
+    operations: tuple[str, ...] = _help("Operations drawn from: add (gains k), sub (loses k), "
+                                        "mul (k times as many, k in 2..4), groups (gains a "
+                                        "groups of b: two solution lines).",
+                                        ("add", "sub", "groups"))
+
+    def __post_init__(self) -> None:
+        # A list from YAML or a CLI parser becomes a tuple so the config stays hashable.
+        object.__setattr__(self, "operations", tuple(self.operations))
+        for name in ("n_train", "n_test", "n_ood"):
+            _require(getattr(self, name) >= 0, f"arith.{name}", "must be >= 0")
+        _require(self.min_steps >= 1, "arith.min_steps", "must be >= 1")
+        _require(self.max_steps >= self.min_steps, "arith.max_steps", "must be >= min_steps")
+        _require(self.ood_min_steps >= 1, "arith.ood_min_steps", "must be >= 1")
+        _require(self.ood_max_steps >= self.ood_min_steps, "arith.ood_max_steps",
+                 "must be >= ood_min_steps")
+        _require(self.start_min >= 1, "arith.start_min", "must be >= 1")
+        _require(self.start_max >= self.start_min, "arith.start_max", "must be >= start_min")
+        ood_lo, ood_hi = self.start_range("ood")
+        _require(ood_hi >= ood_lo, "arith.ood_start_max", "must be >= ood_start_min")
+        _require(self.ood_max_steps < self.min_steps or self.ood_min_steps > self.max_steps
+                 or ood_hi < self.start_min or ood_lo > self.start_max,
+                 "arith.ood_min_steps", "the out-of-domain split needs a step range or a start "
+                 "range that does not overlap the in-domain one: it is what makes it out of "
+                 "domain")
+        # Counts of 1 would read "1 apples"; every count stays plural.
+        _require(self.operand_min >= 2, "arith.operand_min", "must be >= 2")
+        _require(self.operand_max >= self.operand_min, "arith.operand_max",
+                 "must be >= operand_min")
+        _require(self.max_value >= max(self.start_max, ood_hi), "arith.max_value",
+                 "must be >= every starting quantity")
+        _require(len(self.operations) > 0, "arith.operations", "must not be empty")
+        _require(set(self.operations) <= set(ARITH_OPERATIONS), "arith.operations",
+                 f"unknown {sorted(set(self.operations) - set(ARITH_OPERATIONS))}; "
+                 f"choose from {ARITH_OPERATIONS}")
+        _require(len(set(self.operations)) == len(self.operations), "arith.operations",
+                 "has duplicates")
+        _require("mul" not in self.operations
+                 or self.operand_min <= MUL_FACTORS[-1] and self.operand_max >= MUL_FACTORS[0],
+                 "arith.operations", f"'mul' needs [operand_min, operand_max] to reach its "
+                 f"factors {MUL_FACTORS[0]}..{MUL_FACTORS[-1]}")
+
+    def step_range(self, split: str) -> tuple[int, int]:
+        """Fewest and most operations of a problem in ``split``."""
+        _check_split(split)
+        if split == "ood":
+            return self.ood_min_steps, self.ood_max_steps
+        return self.min_steps, self.max_steps
+
+    def start_range(self, split: str) -> tuple[int, int]:
+        """Smallest and largest starting quantity of a problem in ``split``."""
+        _check_split(split)
+        if split == "ood":
+            return self.ood_start_min or self.start_min, self.ood_start_max or self.start_max
+        return self.start_min, self.start_max
+
+    def count(self, split: str) -> int:
+        _check_split(split)
+        return {"train": self.n_train, "test": self.n_test, "ood": self.n_ood}[split]
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+
+
 @dataclass(frozen=True)
 class Gsm8kParams:
     source: str = _help("Hub dataset id, or a local directory with train.jsonl/test.jsonl.",
@@ -224,6 +325,82 @@ class EvaluateConfig:
 
 
 # ----------------------------------------------------------------------------- loop
+@dataclass(frozen=True)
+class SampleConfig:
+    temperature: float = _help("Sampling temperature (the paper: 1.0 for math).", 1.0)
+    top_p: float = _help("Nucleus sampling mass (1 = off).", 1.0)
+    max_new_tokens: int = _help("Longest sampled solution in tokens.", 320)
+    n_correct: int = _help("Iteration 1's quota of distinct correct paths per question; later "
+                           "iterations shrink it (n/2 if n < 8 else n/4, at least 1).", 4)
+    n_wrong: int = _help("Iteration 1's quota of distinct wrong paths per question (shrinks "
+                         "like n_correct; 0 = keep no wrong paths, as RFT needs).", 4)
+    per_round: int = _help("Samples drawn per unfinished question in each round.", 8)
+    max_rounds: int = _help("Rounds a question may be sampled before it is given up: with "
+                            "per_round, its attempt budget.", 1)
+    max_seconds_per_question: float = _help("Wall-clock budget per question (0 = none): a "
+                                            "question stops being sampled once its share of "
+                                            "generation time exceeds this. The paper uses 30 s "
+                                            "on GPU. Makes the output depend on the machine's "
+                                            "speed.", 0.0)
+    drop_false_annotations: bool = _help("Drop paths with a <<expr=value>> annotation that does "
+                                         "not hold (the paper's rule, on in the GSM8K presets: "
+                                         "a calculator would have caught it). Off by default: "
+                                         "arithmetic slips are the main error of the small "
+                                         "from-scratch model, and they make its wrong paths.",
+                                         False)
+    batch_size: int = _help("Sequences the generator decodes together.", 64)
+    question_limit: int = _help("Sample for the first N training questions only (0 = all).",
+                                300)
+    grow_pool: bool = _help("Iteration k's samples.parquet is the pool D_k = D_{k-1} plus the "
+                            "new samples (method.md section 6), deduplicated across iterations; "
+                            "false keeps only the new samples.", True)
+    seed: int = _help("Seed of the samples; each iteration and round derives its own from it.",
+                      0)
+
+    def __post_init__(self) -> None:
+        _require(self.temperature >= 0, "sample.temperature", "must be >= 0")
+        _require(0 < self.top_p <= 1, "sample.top_p", "must be in (0, 1]")
+        _require(self.max_new_tokens >= 1, "sample.max_new_tokens", "must be >= 1")
+        _require(self.n_correct >= 0, "sample.n_correct", "must be >= 0")
+        _require(self.n_wrong >= 0, "sample.n_wrong", "must be >= 0")
+        _require(self.n_correct + self.n_wrong >= 1, "sample.n_correct",
+                 "n_correct and n_wrong are both 0: nothing would be kept")
+        _require(self.per_round >= 1, "sample.per_round", "must be >= 1")
+        _require(self.max_rounds >= 1, "sample.max_rounds", "must be >= 1")
+        _require(self.max_seconds_per_question >= 0, "sample.max_seconds_per_question",
+                 "must be >= 0")
+        _require(self.batch_size >= 1, "sample.batch_size", "must be >= 1")
+        _require(self.question_limit >= 0, "sample.question_limit", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    k: int = _help("Rollouts per step prefix (the paper's K).", 8)
+    delta: int = _help("Hard label threshold δ: a step is correct when MORE than δ of its k "
+                       "rollouts reach the gold answer (0 = any rollout, as the authors).", 0)
+    temperature: float = _help("Rollout temperature.", 1.0)
+    top_p: float = _help("Rollout nucleus mass (1 = off).", 1.0)
+    max_new_tokens: int = _help("Longest rollout in tokens (the rest of a solution).", 320)
+    max_paths: int = _help("Simulate this many sampled paths (0 = all): a seeded subset, half "
+                           "correct and half wrong where the pool allows.", 100)
+    simulator: str = _help("Who rolls out: 'self' (the current policy), or a hub id, a local "
+                           "directory, a .gguf file, or 'package:<dist>/<file.gguf>' (the "
+                           "paper: deepseek-math-7b-instruct).", "self")
+    batch_size: int = _help("Sequences the generator decodes together.", 64)
+    seed: int = _help("Seed of the path subset and the rollouts.", 0)
+
+    def __post_init__(self) -> None:
+        _require(self.k >= 1, "simulate.k", "must be >= 1")
+        _require(0 <= self.delta < self.k, "simulate.delta",
+                 f"must be in [0, k) = [0, {self.k}): otherwise no step is ever correct")
+        _require(self.temperature >= 0, "simulate.temperature", "must be >= 0")
+        _require(0 < self.top_p <= 1, "simulate.top_p", "must be in (0, 1]")
+        _require(self.max_new_tokens >= 1, "simulate.max_new_tokens", "must be >= 1")
+        _require(self.max_paths >= 0, "simulate.max_paths", "must be >= 0")
+        _require(bool(self.simulator.strip()), "simulate.simulator", "must not be empty")
+        _require(self.batch_size >= 1, "simulate.batch_size", "must be >= 1")
+
+
 AGGREGATES = ("mean", "min", "prod", "last")
 
 
@@ -271,6 +448,78 @@ class PrmConfig:
         _choice("prm.aggregate", self.aggregate, AGGREGATES)
 
 
+@dataclass(frozen=True)
+class PrefsConfig:
+    margin: float = _help("η: the least reward gap r(chosen) − r(rejected) of a pair (> 0). On "
+                          "the arith default the PRM's rewards for one question's paths differ "
+                          "by ~0.01-0.05, so 0.1 left 5 pairs of 1,374 paths and 0.01 leaves "
+                          "~100.", 0.01)
+    max_pairs_per_question: int = _help("At most this many pairs per question; paths are reused "
+                                        "as little as possible.", 4)
+    require_outcome: bool = _help("The chosen path must reach the right answer and the rejected "
+                                  "one a wrong one.", True)
+    keep_fraction: float = _help("pRFT and pSRF (methods with reward_filter): keep this top "
+                                 "fraction of each question's correct paths by reward (at least "
+                                 "one).", 0.5)
+    seed: int = _help("Breaks ties between pairs with equal reward gaps (common with outcome "
+                      "rewards).", 0)
+
+    def __post_init__(self) -> None:
+        # A zero margin would admit equal-reward pairs, which carry no preference (and,
+        # without require_outcome, both orders of the same two paths).
+        _require(self.margin > 0, "prefs.margin", f"must be > 0, got {self.margin}")
+        _require(0 < self.keep_fraction <= 1, "prefs.keep_fraction",
+                 f"must be in (0, 1], got {self.keep_fraction}")
+        _at_least("prefs.max_pairs_per_question", self.max_pairs_per_question, 1)
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    init: str = _help("'sft': every iteration trains a fresh LoRA adapter on M0 (the authors' "
+                      "choice, as in ReST-EM); 'previous': continue training M_{k-1}'s adapter.",
+                      "sft")
+    epochs: float = _help("Passes over the preference pairs.", 2.0)
+    max_steps: int = _help("Stop after this many optimizer steps (0 = use epochs); for smoke "
+                           "runs.", 0)
+    learning_rate: float = _help("Peak learning rate, linear decay (the paper: 8e-5 for LoRA on "
+                                 "1-2B models). On the from-scratch default, whose M0 stops "
+                                 "mid-schedule, iteration 1 of seed 0 reached 66.0% at 1e-3 and "
+                                 "64.7% at 3e-4 (M0 59.0%).", 1e-3)
+    warmup_ratio: float = _help("Fraction of steps spent warming up.", 0.1)
+    max_grad_norm: float = _help("Gradient clipping norm.", 0.3)
+    batch_size: int = _help("Pairs per optimizer step.", 8)
+    max_length: int = _help("Truncate prompt + completion to this many tokens (the completion "
+                            "is cut).", 512)
+    lora: LoraParams = _help("The LoRA adapter every objective trains (the paper: r 256, "
+                             "alpha 128).", factory=LoraParams)
+    logging_steps: int = _help("Log metrics every N steps.", 5)
+    gradient_checkpointing: bool = _help("Recompute activations in the backward pass: saves "
+                                         "memory on big models, costs ~30% time.", False)
+    dpo_beta: float = _help("β of DPO's implicit reward (methods srf, psrf, rpo); the reference "
+                            "model is M0 (the adapter switched off).", 0.1)
+    rpo_alpha: float = _help("Weight of RPO's NLL term on the chosen path, next to the DPO loss "
+                             "(Pang et al. 2024 use 1).", 1.0)
+    seed: int = _help("Seed of the adapter's initialisation, shuffling and dropout.", 0)
+
+    def __post_init__(self) -> None:
+        _choice("align.init", self.init, ("sft", "previous"))
+        _require(self.epochs > 0 or self.max_steps > 0, "align.epochs",
+                 "set align.epochs > 0 or align.max_steps > 0")
+        _require(self.max_steps >= 0, "align.max_steps", "must be >= 0")
+        _require(self.learning_rate >= 0, "align.learning_rate", "must be >= 0")
+        _require(0 <= self.warmup_ratio < 1, "align.warmup_ratio", "must be in [0, 1)")
+        _require(self.max_grad_norm > 0, "align.max_grad_norm", "must be > 0")
+        _require(self.batch_size >= 1, "align.batch_size", "must be >= 1")
+        _require(self.max_length >= 8, "align.max_length", "must be >= 8")
+        _require(self.lora.r >= 1, "align.lora.r", "must be >= 1")
+        _require(self.lora.alpha >= 1, "align.lora.alpha", "must be >= 1")
+        _require(0 <= self.lora.dropout < 1, "align.lora.dropout", "must be in [0, 1)")
+        _require(len(self.lora.target_modules) > 0, "align.lora.target_modules",
+                 "must name a module")
+        _require(self.logging_steps >= 1, "align.logging_steps", "must be >= 1")
+        _require(self.dpo_beta > 0, "align.dpo_beta", "must be > 0")
+        _require(self.rpo_alpha >= 0, "align.rpo_alpha", "must be >= 0")
+
 
 @dataclass(frozen=True)
 class IterationItem:
@@ -295,6 +544,11 @@ def _default_loop() -> dict[str, IterationItem]:
 
 
 # ----------------------------------------------------------------------------- whole file
+# The methods of the paper; sipf.methods says what each one does (a test keeps both lists equal).
+METHOD_NAMES = ("cot", "sft", "rft", "prft", "star", "srf", "psrf", "rpo", "siof", "sipf",
+                "sipf_no_or", "sipf_no_pf_or")
+
+
 @dataclass(frozen=True)
 class Params:
     """The whole ``params.yaml``; stages take the section they need."""
@@ -320,7 +574,7 @@ class Params:
     align: AlignConfig = _help("Step 6: ORPO into a LoRA adapter.", factory=AlignConfig)
 
     def __post_init__(self) -> None:
-        method_named(self.method)  # an unknown name fails here, before any stage runs
+        _choice("method", self.method, METHOD_NAMES)  # fails here, before any stage runs
         for name, item in self.loop.items():
             if name != f"it{item.k}":
                 raise ConfigError(f"loop.{name}: name it must be it{item.k} (k = {item.k})")
@@ -351,18 +605,8 @@ def reseeded(params: Params) -> Params:
         for name in SEEDED_SECTIONS})
 
 
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
-
-
-def _at_least(key: str, value: int, low: int) -> None:
-    if value < low:
-        raise ConfigError(f"{key}: must be >= {low}, got {value}")
-
-
 # PyYAML reads YAML 1.1, where a float without a dot (1e-05) is a string; DVC's YAML 1.2 writes
-# exactly that for `dvc exp run -S align.learning_rate=1e-5`
+# exactly that for `dvc exp run -S align.learning_rate=1e-5` (and params_yaml quotes such strings)
 _YAML_1_2_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 
 
@@ -447,8 +691,8 @@ def merge_params(base: dict[str, Any], override: dict[str, Any]) -> dict[str, An
     return merged
 
 
-def apply_preset(preset: str | Path) -> dict[str, Any]:
-    """The defaults overridden by a preset file: a complete, validated params mapping."""
+def apply_preset(preset: str | Path) -> Params:
+    """The defaults overridden by a preset file, validated."""
     preset = Path(preset)
     if not preset.is_file():
         raise ConfigError(f"{preset}: no such preset")
@@ -457,7 +701,59 @@ def apply_preset(preset: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{preset}: expected a mapping at the top level")
     merged = merge_params(as_dict(Params()), overrides)
     try:
-        from_mapping(Params, merged)
+        return from_mapping(Params, merged)
     except ConfigError as err:
         raise ConfigError(f"{preset}: {err}") from err
-    return merged
+
+
+_LINE_WIDTH = 99
+
+
+def params_yaml(config: Any) -> str:
+    """``config`` (a Params, or any section of it) as YAML, each key under its help text as a
+    comment and each section after a blank line; PyYAML and DVC (YAML 1.2) read the same
+    values back."""
+    return "\n".join(_yaml_lines(config, "")) + "\n"
+
+
+def _yaml_lines(config: Any, indent: str) -> list[str]:
+    lines: list[str] = []
+    after_section = False
+    for spec in dataclasses.fields(config):
+        value = getattr(config, spec.name)
+        section = dataclasses.is_dataclass(value) or isinstance(value, dict)
+        if lines and (section or after_section):
+            lines.append("")
+        after_section = section
+        lines += textwrap.wrap(spec.metadata["help"], _LINE_WIDTH, initial_indent=f"{indent}# ",
+                               subsequent_indent=f"{indent}# ", break_long_words=False,
+                               break_on_hyphens=False)
+        if dataclasses.is_dataclass(value):
+            lines += [f"{indent}{spec.name}:", *_yaml_lines(value, indent + "  ")]
+        elif isinstance(value, dict) and value:  # loop: one line per entry
+            lines.append(f"{indent}{spec.name}:")
+            lines += [f"{indent}  {key}: {_yaml_value(item)}" for key, item in value.items()]
+        else:
+            lines.append(f"{indent}{spec.name}: {_yaml_value(value)}")
+    return lines
+
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, quoting the strings that only YAML 1.2 reads as numbers."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "'" if _YAML_1_2_FLOAT.fullmatch(value) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def _yaml_value(value: Any) -> str:
+    """One value in YAML flow style, on one line (a dataclass as its mapping)."""
+    if dataclasses.is_dataclass(value):
+        value = dataclasses.asdict(value)
+    text = yaml.dump(value, Dumper=_Dumper, default_flow_style=True, width=float("inf"),
+                     allow_unicode=True, sort_keys=False)
+    return text.removesuffix("\n").removesuffix("\n...")

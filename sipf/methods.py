@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from sipf.config import METHOD_NAMES, SampleConfig
 from sipf.errors import ConfigError
-from sipf.pipeline.sampling import SampleConfig
 
 FEEDBACKS = ("process", "outcome", "none")
 DATA = ("pairs", "outcome_pairs", "correct")
@@ -72,6 +72,8 @@ class Method:
         return replace(cfg, temperature=0.0, per_round=1, max_rounds=1, n_correct=1, n_wrong=0)
 
 
+# The same names, in the same order, as sipf.config.METHOD_NAMES, which params.yaml is checked
+# against (tests/test_methods.py keeps the two equal).
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("cot", "the base model, prompted (no training)", iterations=0),
     Method("sft", "M0: supervised fine-tuning on the gold solutions", iterations=0),
@@ -100,4 +102,4 @@ def method_named(name: str) -> Method:
     try:
         return METHODS[name]
     except KeyError:
-        raise ConfigError(f"method: {name!r} is not one of {', '.join(METHODS)}") from None
+        raise ConfigError(f"method: {name!r} is not one of {', '.join(METHOD_NAMES)}") from None

@@ -14,6 +14,7 @@ import json
 import string
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
@@ -21,6 +22,9 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llam
 
 from sipf.config import LoraParams, ModelConfig, ScratchModelParams
 from sipf.errors import ConfigError
+
+if TYPE_CHECKING:
+    from peft import LoraConfig  # peft loads when used: a second more for every stage
 
 SOURCE_FILE = "source.json"
 PARENT_FILE = "parent.json"  # beside a LoRA adapter: the model directory it was trained on
@@ -116,12 +120,27 @@ def _load_source(source: ModelSource, dtype: str
     """Model and tokenizer from a hub id, a directory or a GGUF file (dequantized, plain)."""
     kwargs: dict = {"gguf_file": source.gguf_file} if source.gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(source.location, dtype=_DTYPES[dtype], **kwargs)
-    if source.gguf_file:
-        _strip_gguf_quantizer(model)
+    model = load_weights(AutoModelForCausalLM, source.location, dtype,
+                         gguf_file=source.gguf_file)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def load_weights(auto_class: type, location: str | Path, dtype: str, *,
+                 load_in_4bit: bool = False, gguf_file: str | None = None,
+                 **kwargs: object) -> PreTrainedModel:
+    """``auto_class.from_pretrained(location)`` in ``dtype`` (a ``model.dtype`` name): 4-bit
+    NF4 weights with ``load_in_4bit``, and a ``gguf_file`` dequantized into a plain model."""
+    kwargs["dtype"] = _DTYPES[dtype]
+    if load_in_4bit:
+        kwargs["quantization_config"] = nf4_config()
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    model = auto_class.from_pretrained(location, **kwargs)
+    if gguf_file:
+        _strip_gguf_quantizer(model)
+    return model
 
 
 def _strip_gguf_quantizer(model: PreTrainedModel) -> None:
@@ -161,12 +180,10 @@ def load_tokenizer(base_dir: str | Path) -> PreTrainedTokenizerBase:
 
 def load_base_model(base_dir: str | Path, cfg: ModelConfig) -> PreTrainedModel:
     """The base weights, optionally 4-bit NF4 (QLoRA)."""
-    kwargs: dict = {"dtype": _DTYPES[cfg.dtype]}
-    if cfg.load_in_4bit:
-        kwargs["quantization_config"] = nf4_config()
     location = base_location(base_dir)
     try:
-        return AutoModelForCausalLM.from_pretrained(location, **kwargs)
+        return load_weights(AutoModelForCausalLM, location, cfg.dtype,
+                            load_in_4bit=cfg.load_in_4bit)
     except OSError as err:
         raise ConfigError(f"cannot load base model from {location}: {err}") from err
 
@@ -174,13 +191,19 @@ def load_base_model(base_dir: str | Path, cfg: ModelConfig) -> PreTrainedModel:
 def attach_lora(model: PreTrainedModel, params: LoraParams, quantized: bool,
                 task_type: str = "CAUSAL_LM") -> PreTrainedModel:
     """Trainable LoRA adapters (TOKEN_CLS also trains and saves a new head in full)."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model, prepare_model_for_kbit_training
 
     if quantized:
         model = prepare_model_for_kbit_training(model)
-    config = LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
-                        target_modules=list(params.target_modules), task_type=task_type)
-    return get_peft_model(model, config)
+    return get_peft_model(model, lora_config(params, task_type))
+
+
+def lora_config(params: LoraParams, task_type: str = "CAUSAL_LM") -> LoraConfig:
+    """PEFT's LoraConfig for ``params``."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
+                      target_modules=list(params.target_modules), task_type=task_type)
 
 
 def load_policy(model_dir: str | Path, base_dir: str | Path, cfg: ModelConfig,
@@ -207,7 +230,7 @@ def load_policy(model_dir: str | Path, base_dir: str | Path, cfg: ModelConfig,
         return load_base_model(base_dir, cfg)
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"{model_dir}: neither a model checkpoint nor a LoRA adapter")
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=_DTYPES[cfg.dtype])
+    return load_weights(AutoModelForCausalLM, model_dir, cfg.dtype)
 
 
 def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path,

@@ -4,8 +4,9 @@ import pytest
 import torch
 from peft import PeftModel
 
-from sipf.pipeline.alignment import AlignConfig, build_trainer, starting_adapter, train_orpo
+from sipf.config import AlignConfig, LoraParams
 from sipf.errors import ConfigError, DataError
+from sipf.pipeline.alignment import build_trainer, starting_adapter, train_orpo
 from tests.helpers import tiny_model
 
 TEXTS = ["Q: 1+1\nA:\nThe answer is 2", "Q: 2+3\nA:\nThe answer is 5"]
@@ -14,7 +15,7 @@ PAIRS = [{"prompt": f"Q: {a}+{b}\nA:", "chosen": f"\n{a}+{b}={a + b}\nThe answer
          for a in range(1, 5) for b in (2, 3)]  # 8 pairs
 # Few, large steps: the tiny model must visibly move in two optimizer steps.
 FAST = AlignConfig(epochs=1.0, batch_size=4, learning_rate=0.05, warmup_ratio=0.0,
-                   lora_r=4, lora_alpha=8, logging_steps=1)
+                   lora=LoraParams(r=4, alpha=8), logging_steps=1)
 
 
 def logits(model, text: str, tokenizer) -> torch.Tensor:
@@ -78,7 +79,7 @@ def test_previous_init_continues_from_the_saved_adapter(tmp_path):
     saved = lora_weights(first)
 
     cfg = AlignConfig(init="previous", epochs=1.0, batch_size=4, learning_rate=0.0,
-                      lora_r=4, lora_alpha=8)
+                      lora=LoraParams(r=4, alpha=8))
     start = starting_adapter(cfg, tmp_path / "m1")
     assert start == tmp_path / "m1"
     # A zero learning rate leaves the starting point untouched: it must be m1's weights.
@@ -105,8 +106,8 @@ def test_bad_inputs_are_named(tmp_path):
         train_orpo(model, tokenizer, PAIRS, 0.1, FAST, adapter_dir=tmp_path)
     with pytest.raises(ConfigError, match="align.init"):
         AlignConfig(init="base")
-    with pytest.raises(ConfigError, match="align.lora_dropout"):
-        AlignConfig(lora_dropout=1.0)
+    with pytest.raises(ConfigError, match="align.lora.dropout"):
+        AlignConfig(lora=LoraParams(dropout=1.0))
 
 
 def test_nll_term_covers_the_chosen_response_only(tmp_path):

@@ -6,8 +6,9 @@ import dataclasses
 
 import pytest
 
+from sipf.config import ArithConfig
 from sipf.errors import ConfigError
-from sipf.tasks.arith import (ArithConfig, Computation, Op, Wording, first_error, generate,
+from sipf.tasks.arith import (Computation, Op, Wording, first_error, generate,
                               problems, render, solution_is_correct, step_labels)
 from sipf.tasks.base import (MathRecord, annotation_holds, annotations, extract_answer,
                              split_steps)

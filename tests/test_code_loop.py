@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from sipf.config import PrepareConfig
+from sipf.config import PrepareConfig, SampleConfig, SimulateConfig
 from sipf.errors import ConfigError
 from sipf.pipeline.evaluation import evaluate_split
 from sipf.generation import Completion, SamplingParams
-from sipf.pipeline.sampling import SampleConfig, grow_pool, sample_paths
-from sipf.pipeline.simulation import SimulateConfig, simulate
+from sipf.pipeline.sampling import grow_pool, sample_paths
+from sipf.pipeline.simulation import simulate
 from sipf.code.programs import CodeRecord, STOP_SEQUENCES
 from sipf.tasks.kinds import CodeKind, CodeQuestion, MathKind
 from sipf.tasks.prompts import format_prompt

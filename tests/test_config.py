@@ -1,11 +1,14 @@
 """params.yaml is validated at start-up: unknown keys and wrong types fail with the key named."""
 
+import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from sipf.config import Params, load_params
+from sipf.config import Params, from_mapping, load_params, params_yaml
 from sipf.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,6 +28,38 @@ def test_repository_params_load_and_match_defaults():
     assert params == Params()
 
 
+def test_repository_params_are_what_sipf_preset_arith_writes(tmp_path, monkeypatch):
+    from tests.helpers import run
+
+    monkeypatch.chdir(REPO)  # the header names the preset file relative to the repository
+    out = tmp_path / "params.yaml"
+    result = run("preset", "arith", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert (REPO / "params.yaml").read_text() == out.read_text(), \
+        "params.yaml is out of date: regenerate it with `sipf preset arith`"
+
+
+def test_written_params_read_the_same_in_yaml_1_1_and_1_2():
+    from dvc.utils.serialize import loads_yaml  # DVC's reader (YAML 1.2)
+
+    base = Params()
+    params = dataclasses.replace(
+        base, align=dataclasses.replace(base.align, learning_rate=1e-5),
+        prepare=dataclasses.replace(base.prepare, gsm8k=dataclasses.replace(
+            base.prepare.gsm8k, config="1e5")))  # a string only YAML 1.2 reads as a number
+    text = params_yaml(params)
+    assert "learning_rate: 1.0e-05" in text and "config: '1e5'" in text
+    assert yaml.safe_load(text) == loads_yaml(text)
+    assert from_mapping(Params, yaml.safe_load(text)) == params
+
+
+def test_config_imports_nothing_of_the_library_but_its_errors():
+    code = "import sys, sipf.config; print(sorted(m for m in sys.modules if m.startswith('sipf')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO).stdout
+    assert out.strip() == "['sipf', 'sipf.config', 'sipf.errors']"
+
+
 @pytest.mark.parametrize("data, message", [
     ({"sft": {"learning_rte": 0.1}}, "unknown parameter sft.learning_rte"),
     ({"typo_section": 1}, "unknown parameter typo_section"),
@@ -36,6 +71,8 @@ def test_repository_params_load_and_match_defaults():
     ({"model": {"lora_params": {"target_modules": "q_proj"}}},
      "model.lora_params.target_modules: expected a list"),
     ({"model": {"load_in_4bit": True}}, "model.load_in_4bit needs model.lora"),
+    ({"align": {"lora": {"r": 0}}}, "align.lora.r: must be >= 1"),
+    ({"align": {"lora_r": 4}}, "unknown parameter align.lora_r"),
     ({"prepare": {"task": "jsonl"}}, "prepare.jsonl.train: required"),
     ({"loop": {"it2": {"k": 2, "policy": "models/it1/policy", "pool": "data/prepared"}}},
      "loop.it2.pool: iteration 2 grows data/it1/samples.parquet, got data/prepared"),

@@ -10,6 +10,7 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
+from sipf.config import METHOD_NAMES
 from sipf.errors import ConfigError, DataError
 from sipf.methods import LOOP_STAGES, METHODS, method_named
 from sipf.pipeline.preferences import correct_path_rows, keep_top_correct, with_outcome_reward
@@ -37,6 +38,11 @@ def test_the_table_names_every_method_of_the_issue():
         method_named("dpo")
 
 
+def test_the_table_lists_the_names_params_yaml_accepts():
+    # sipf.config checks `method` against its own tuple, without importing the table
+    assert tuple(METHODS) == METHOD_NAMES
+
+
 def test_which_stages_each_method_runs():
     def runs(name, k):
         return [s for s in LOOP_STAGES if method_named(name).skip_reason(s, k) is None]
@@ -50,7 +56,7 @@ def test_which_stages_each_method_runs():
 
 
 def test_star_samples_one_greedy_path_and_keeps_only_right_ones():
-    from sipf.pipeline.sampling import SampleConfig
+    from sipf.config import SampleConfig
 
     cfg = method_named("star").sample_config(SampleConfig(temperature=1.0, per_round=8))
     assert (cfg.temperature, cfg.per_round, cfg.max_rounds, cfg.n_correct, cfg.n_wrong) == \
@@ -63,8 +69,10 @@ def test_unknown_method_in_params_fails_at_start_up(tmp_path):
 
     file = tiny_params(tmp_path / "params.yaml")
     file.write_text(file.read_text().replace("method: sipf", "method: ppo"))
-    with pytest.raises(ConfigError, match="params.yaml: method: 'ppo' is not one of"):
+    with pytest.raises(ConfigError, match="params.yaml: method: 'ppo' is not one of") as err:
         load_params(file)
+    assert str(err.value).endswith(f"is not one of {', '.join(METHODS)}")
+    assert "\n" not in str(err.value)
 
 
 # ----------------------------------------------------------------------------- data rules
@@ -85,7 +93,8 @@ def test_correct_path_rows_are_sft_data_in_the_pairs_columns():
 
 
 def test_outcome_reward_pairs_right_over_wrong_whatever_the_prm_said():
-    from sipf.pipeline.preferences import PrefsConfig, build_pairs
+    from sipf.config import PrefsConfig
+    from sipf.pipeline.preferences import build_pairs
 
     paths = [path("a", 0, True, 0.1), path("a", 1, False, 0.9)]
     with pytest.raises(DataError, match="no preference pairs"):  # by the PRM: wrong above right

@@ -2,8 +2,9 @@ import random
 
 import pytest
 
+from sipf.config import PrefsConfig
 from sipf.errors import ConfigError, DataError
-from sipf.pipeline.preferences import PAIR_COLUMNS, PrefsConfig, build_pairs
+from sipf.pipeline.preferences import PAIR_COLUMNS, build_pairs
 
 
 def path(question: str, n: int, reward: float, outcome: bool | None) -> dict:

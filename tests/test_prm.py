@@ -13,9 +13,10 @@ from safetensors import safe_open
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, TrainingArguments
 
+from sipf.config import PrmConfig
 from sipf.errors import ConfigError, DataError
 from sipf.models import save_policy
-from sipf.pipeline.prm import (PrmCollator, PrmConfig, PrmTrainer, _BestEpoch, aggregate, build_examples,
+from sipf.pipeline.prm import (PrmCollator, PrmTrainer, _BestEpoch, aggregate, build_examples,
                       closing_token_positions, encode, format_path, load_prm, prm_loss,
                       ranking_accuracy,
                       score_steps, split_questions, step_accuracy, train_prm)

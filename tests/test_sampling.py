@@ -5,9 +5,10 @@ from dataclasses import replace
 
 import pytest
 
+from sipf.config import SampleConfig
 from sipf.errors import ConfigError
 from sipf.generation import Completion, HFGenerator
-from sipf.pipeline.sampling import (SampleConfig, annotations_hold, equation_key, grow_pool,
+from sipf.pipeline.sampling import (annotations_hold, equation_key, grow_pool,
                            quota_for_iteration, sample_paths)
 from sipf.tasks.base import MathRecord, split_steps
 from tests.helpers import tiny_model
@@ -197,7 +198,7 @@ def test_smoke_with_a_real_tiny_model():
 
 
 def test_false_annotations_can_be_kept_as_wrong_paths():
-    from sipf.pipeline.sampling import SampleConfig, SamplingReport, QuestionStats, _keep, _screen
+    from sipf.pipeline.sampling import SamplingReport, QuestionStats, _keep, _screen
     from sipf.tasks.base import MathRecord
     from sipf.tasks.kinds import MathKind
 

@@ -5,9 +5,10 @@ from dataclasses import replace
 
 import pytest
 
+from sipf.config import SimulateConfig
 from sipf.errors import ConfigError
 from sipf.generation import Completion, HFGenerator
-from sipf.pipeline.simulation import SimulateConfig, label_agreement, prefix_prompt, select_paths, simulate
+from sipf.pipeline.simulation import label_agreement, prefix_prompt, select_paths, simulate
 from sipf.tasks.arith import step_labels
 from sipf.tasks.base import MathRecord, join_steps
 from tests.helpers import tiny_model

@@ -23,89 +23,23 @@ from __future__ import annotations
 import tempfile
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from sipf.errors import ConfigError, DataError
+from datasets import Dataset
+from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
+from trl import DPOConfig, DPOTrainer
 
-# torch, transformers and TRL load lazily: sipf.config may embed AlignConfig, and every
-# command would otherwise pay seconds of imports.
-if TYPE_CHECKING:
-    from datasets import Dataset
-    from peft import PeftModel
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
-    from trl import DPOTrainer
-    from trl.experimental.orpo import ORPOTrainer
+from sipf.config import AlignConfig, SftConfig
+from sipf.errors import DataError
+from sipf.models import lora_config
+from sipf.pipeline.training import dvclive_callbacks, live_run, schedule_args, training_args
 
-    from sipf.config import SftConfig
+with warnings.catch_warnings():  # trl pins this trainer; its "experimental" note is noise
+    warnings.filterwarnings("ignore", message="You are importing from 'trl.experimental'")
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
 ADAPTER_CONFIG = "adapter_config.json"
-
-
-# Plain ``field(metadata=...)`` rather than sipf.config's ``_help``: sipf.config may embed
-# this class in ``Params``, and importing it back would be circular (as for SampleConfig).
-@dataclass(frozen=True)
-class AlignConfig:
-    init: str = field(default="sft", metadata={
-        "help": "'sft': every iteration trains a fresh LoRA adapter on M0 (the authors' "
-                "choice, as in ReST-EM); 'previous': continue training M_{k-1}'s adapter."})
-    epochs: float = field(default=2.0, metadata={"help": "Passes over the preference pairs."})
-    max_steps: int = field(default=0, metadata={
-        "help": "Stop after this many optimizer steps (0 = use epochs); for smoke runs."})
-    learning_rate: float = field(default=1e-3, metadata={
-        "help": "Peak learning rate, linear decay (the paper: 8e-5 for LoRA on 1-2B models). "
-                "On the from-scratch default, whose M0 stops mid-schedule, iteration 1 of "
-                "seed 0 reached 66.0% at 1e-3 and 64.7% at 3e-4 (M0 59.0%)."})
-    warmup_ratio: float = field(default=0.1, metadata={
-        "help": "Fraction of steps spent warming up."})
-    max_grad_norm: float = field(default=0.3, metadata={"help": "Gradient clipping norm."})
-    batch_size: int = field(default=8, metadata={"help": "Pairs per optimizer step."})
-    max_length: int = field(default=512, metadata={
-        "help": "Truncate prompt + completion to this many tokens (the completion is cut)."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank (the paper: 256)."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (the paper: 128)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                 "up_proj", "down_proj"],
-        metadata={"help": "Modules that get adapters."})
-    logging_steps: int = field(default=5, metadata={"help": "Log metrics every N steps."})
-    gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "Recompute activations in the backward pass: saves memory on big models, "
-                "costs ~30% time."})
-    dpo_beta: float = field(default=0.1, metadata={
-        "help": "β of DPO's implicit reward (methods srf, psrf, rpo); the reference model is "
-                "M0 (the adapter switched off)."})
-    rpo_alpha: float = field(default=1.0, metadata={
-        "help": "Weight of RPO's NLL term on the chosen path, next to the DPO loss "
-                "(Pang et al. 2024 use 1)."})
-    seed: int = field(default=0, metadata={
-        "help": "Seed of the adapter's initialisation, shuffling and dropout."})
-
-    def __post_init__(self) -> None:
-        _require(self.init in ("sft", "previous"), "init",
-                 f"{self.init!r} is not one of sft, previous")
-        _require(self.epochs > 0 or self.max_steps > 0, "epochs",
-                 "set align.epochs > 0 or align.max_steps > 0")
-        _require(self.max_steps >= 0, "max_steps", "must be >= 0")
-        _require(self.learning_rate >= 0, "learning_rate", "must be >= 0")
-        _require(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
-        _require(self.max_grad_norm > 0, "max_grad_norm", "must be > 0")
-        _require(self.batch_size >= 1, "batch_size", "must be >= 1")
-        _require(self.max_length >= 8, "max_length", "must be >= 8")
-        _require(self.lora_r >= 1, "lora_r", "must be >= 1")
-        _require(self.lora_alpha >= 1, "lora_alpha", "must be >= 1")
-        _require(0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
-        _require(len(self.target_modules) > 0, "target_modules", "must name a module")
-        _require(self.logging_steps >= 1, "logging_steps", "must be >= 1")
-        _require(self.dpo_beta > 0, "dpo_beta", "must be > 0")
-        _require(self.rpo_alpha >= 0, "rpo_alpha", "must be >= 0")
-
-
-def _require(ok: bool, name: str, why: str) -> None:
-    if not ok:
-        raise ConfigError(f"align.{name}: {why}")
 
 
 def starting_adapter(cfg: AlignConfig, previous_adapter: Path | None) -> Path | None:
@@ -140,9 +74,6 @@ def _drop_added_bos(row: dict, tokenizer: PreTrainedTokenizerBase) -> dict:
 def with_adapter(model: PreTrainedModel, cfg: AlignConfig,
                   adapter_dir: Path | None) -> PeftModel:
     """``model`` wrapped in a trainable LoRA adapter: loaded from ``adapter_dir``, or fresh."""
-    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
-    from transformers import set_seed
-
     if isinstance(model, PeftModel):
         # M0 trained as an adapter: the ORPO adapter sits on M0's merged weights.
         model = model.merge_and_unload()
@@ -155,17 +86,13 @@ def with_adapter(model: PreTrainedModel, cfg: AlignConfig,
                             file=adapter_dir)
         return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
     set_seed(cfg.seed)  # the adapter's random initialisation
-    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                        target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    return get_peft_model(model, lora_config(cfg.lora))
 
 
 def control_config(cfg: AlignConfig) -> SftConfig:
     """SFT with ORPO's budget and learning rate, so it takes exactly as many steps of the
     same size (with SFT's cosine decay where ORPO decays linearly): the gold-data control
     (stage `control`) and the methods whose objective is SFT on self-generated paths."""
-    from sipf.config import SftConfig
-
     return SftConfig(epochs=cfg.epochs, max_steps=cfg.max_steps,
                      learning_rate=cfg.learning_rate, warmup_ratio=cfg.warmup_ratio,
                      batch_size=cfg.batch_size, max_length=cfg.max_length,
@@ -175,8 +102,6 @@ def control_config(cfg: AlignConfig) -> SftConfig:
 
 
 def _pair_dataset(pairs: Sequence[dict]) -> Dataset:
-    from datasets import Dataset
-
     if not pairs:
         raise DataError("no preference pairs to train on")
     return Dataset.from_dict({key: [p[key] for p in pairs]
@@ -203,19 +128,10 @@ def _response_nll(orpo_trainer: type) -> type:
 
 def _training_args(cfg: AlignConfig, output_dir: Path) -> dict:
     """The settings ORPO and DPO share: budget, schedule, batch, logging, seeds, device."""
-    import torch
-
-    on_gpu = torch.cuda.is_available()
-    return dict(
-        output_dir=str(output_dir), num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps or -1, learning_rate=cfg.learning_rate,
-        lr_scheduler_type="linear", warmup_steps=cfg.warmup_ratio,  # a float is a ratio
-        max_grad_norm=cfg.max_grad_norm, per_device_train_batch_size=cfg.batch_size,
-        max_length=cfg.max_length, activation_checkpointing=cfg.gradient_checkpointing,
-        remove_unused_columns=False, logging_steps=cfg.logging_steps, logging_first_step=True,
-        save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed,
-        bf16=on_gpu and torch.cuda.is_bf16_supported(), use_cpu=not on_gpu,
-        disable_tqdm=True, dataloader_num_workers=0)
+    return training_args(output_dir, cfg, **schedule_args(cfg, "linear"),
+                         max_grad_norm=cfg.max_grad_norm,
+                         activation_checkpointing=cfg.gradient_checkpointing,
+                         remove_unused_columns=False)
 
 
 def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
@@ -223,10 +139,6 @@ def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                   adapter_dir: Path | None = None,
                   callbacks: Sequence[TrainerCallback] = ()) -> ORPOTrainer:
     """The ORPO trainer :func:`train_orpo` runs (separate so tests can inspect its data)."""
-    with warnings.catch_warnings():  # trl pins this trainer; its "experimental" note is noise
-        warnings.filterwarnings("ignore", message="You are importing from 'trl.experimental'")
-        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-
     # TRL zeroes every dropout by default (a DPO habit); ORPO has no reference model,
     # and the paper trains with LoRA dropout.
     args = ORPOConfig(**_training_args(cfg, output_dir), beta=or_weight, disable_dropout=False)
@@ -255,20 +167,9 @@ def train_orpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     """
     with tempfile.TemporaryDirectory(prefix="sipf-orpo-") as scratch:
         trainer = build_trainer(model, tokenizer, pairs, or_weight, cfg, Path(scratch),
-                                adapter_dir, _live_callbacks(live_dir))
+                                adapter_dir, dvclive_callbacks(live_run(live_dir)))
         trainer.train()
     return trainer.model
-
-
-def _live_callbacks(live_dir: Path | None) -> list[TrainerCallback]:
-    if live_dir is None:
-        return []
-    from dvclive import Live
-    from dvclive.huggingface import DVCLiveCallback
-
-    # Stage outputs are versioned by dvc.yaml itself: no dvc.yaml edits, no experiments.
-    # The callback ends the run (writing metrics.json) when training ends.
-    return [DVCLiveCallback(live=Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False))]
 
 
 def _drop_added_bos_dpo(row: dict, tokenizer: PreTrainedTokenizerBase) -> dict:
@@ -285,8 +186,6 @@ def build_dpo_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     """TRL's DPO trainer on a fresh LoRA adapter over ``model`` (M0), which with the adapter
     switched off is also the reference model. ``nll_weight`` > 0 adds the NLL of the chosen
     completion (TRL's ``"sft"`` loss, over completion tokens only): RPO."""
-    from trl import DPOConfig, DPOTrainer
-
     loss_type, weights = (["sigmoid", "sft"], [1.0, nll_weight]) if nll_weight else (
         ["sigmoid"], None)
     # Dropout off, TRL's default for DPO: the policy and the reference (the same network,
@@ -310,6 +209,6 @@ def train_dpo(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     the completion's tokens (ORPO's are per-token means)."""
     with tempfile.TemporaryDirectory(prefix="sipf-dpo-") as scratch:
         trainer = build_dpo_trainer(model, tokenizer, pairs, cfg, Path(scratch), nll_weight,
-                                    _live_callbacks(live_dir))
+                                    dvclive_callbacks(live_run(live_dir)))
         trainer.train()
     return trainer.model

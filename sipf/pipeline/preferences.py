@@ -12,45 +12,16 @@ import hashlib
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from sipf.errors import ConfigError, DataError
+from sipf.config import PrefsConfig
+from sipf.errors import DataError
 
 PAIR_COLUMNS = ("question_id", "prompt", "chosen", "rejected", "chosen_path_id",
                 "rejected_path_id", "chosen_reward", "rejected_reward", "chosen_outcome",
                 "rejected_outcome", "iteration")
 _PATH_FIELDS = ("question_id", "path_id", "text", "reward", "outcome")
-
-
-# Plain ``field(metadata=...)`` rather than sipf.config's ``_help``: sipf.config may embed
-# this class in ``Params``, and importing it back would be circular (as for SampleConfig).
-@dataclass(frozen=True)
-class PrefsConfig:
-    margin: float = field(default=0.01, metadata={
-        "help": "η: the least reward gap r(chosen) − r(rejected) of a pair (> 0). On the "
-                "arith default the PRM's rewards for one question's paths differ by ~0.01-0.05, "
-                "so 0.1 left 5 pairs of 1,374 paths and 0.01 leaves ~100."})
-    max_pairs_per_question: int = field(default=4, metadata={
-        "help": "At most this many pairs per question; paths are reused as little as possible."})
-    require_outcome: bool = field(default=True, metadata={
-        "help": "The chosen path must reach the right answer and the rejected one a wrong one."})
-    keep_fraction: float = field(default=0.5, metadata={
-        "help": "pRFT and pSRF (methods with reward_filter): keep this top fraction of each "
-                "question's correct paths by reward (at least one)."})
-    seed: int = field(default=0, metadata={
-        "help": "Breaks ties between pairs with equal reward gaps (common with outcome rewards)."})
-
-    def __post_init__(self) -> None:
-        # A zero margin would admit equal-reward pairs, which carry no preference (and,
-        # without require_outcome, both orders of the same two paths).
-        if not self.margin > 0:
-            raise ConfigError(f"prefs.margin: must be > 0, got {self.margin}")
-        if not 0 < self.keep_fraction <= 1:
-            raise ConfigError(f"prefs.keep_fraction: must be in (0, 1], got {self.keep_fraction}")
-        if self.max_pairs_per_question < 1:
-            raise ConfigError(f"prefs.max_pairs_per_question: must be >= 1, "
-                              f"got {self.max_pairs_per_question}")
 
 
 @dataclass(frozen=True)

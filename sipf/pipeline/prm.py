@@ -27,10 +27,10 @@ from transformers import (AutoModelForTokenClassification, AutoTokenizer, PreTra
                           PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments,
                           set_seed)
 
-from sipf.config import AGGREGATES, LoraParams, ModelConfig, PrmConfig
+from sipf.config import AGGREGATES, ModelConfig, PrmConfig
 from sipf.errors import ConfigError, DataError
-from sipf.models import (_DTYPES, PARENT_FILE, _strip_gguf_quantizer, attach_lora,
-                         base_location, nf4_config, resolve_source)
+from sipf.models import PARENT_FILE, attach_lora, base_location, load_weights, resolve_source
+from sipf.pipeline.training import live_run, training_args
 from sipf.storage import atomic_path
 from sipf.tasks.prompts import format_prompt
 
@@ -275,18 +275,11 @@ def _token_classifier(location: str, dtype: str, load_in_4bit: bool) -> PreTrain
     source = resolve_source(location)
     if source.kind == "scratch":
         raise ConfigError("prm.backbone: 'scratch' is not a model; pass the policy's directory")
-    kwargs: dict[str, Any] = {"num_labels": 2, "dtype": _DTYPES[dtype]}
-    if load_in_4bit:
-        kwargs["quantization_config"] = nf4_config()
-    if source.gguf_file:
-        kwargs["gguf_file"] = source.gguf_file
     try:
-        model = AutoModelForTokenClassification.from_pretrained(source.location, **kwargs)
+        return load_weights(AutoModelForTokenClassification, source.location, dtype,
+                            load_in_4bit=load_in_4bit, gguf_file=source.gguf_file, num_labels=2)
     except (OSError, ValueError) as err:
         raise ConfigError(f"prm.backbone: cannot load {location}: {err}") from err
-    if source.gguf_file:
-        _strip_gguf_quantizer(model)
-    return model
 
 
 def load_prm(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -308,8 +301,7 @@ def load_prm(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase
             base = _token_classifier(meta["backbone"], meta["dtype"], meta["load_in_4bit"])
             model = PeftModel.from_pretrained(base, path)
         else:
-            model = AutoModelForTokenClassification.from_pretrained(path,
-                                                                    dtype=_DTYPES[meta["dtype"]])
+            model = load_weights(AutoModelForTokenClassification, path, meta["dtype"])
     except Exception as err:  # whatever breaks (files, shapes, safetensors), name the path
         raise ConfigError(f"{path}: PRM checkpoint does not load: {err}") from err
     model.eval()
@@ -434,20 +426,11 @@ def train_prm(backbone_dir: str | Path, tokenizer: PreTrainedTokenizerBase,
     model = _token_classifier(str(backbone_dir), model_cfg.dtype, quantized)
     if cfg.lora:
         model = attach_lora(model, model_cfg.lora_params, quantized, task_type="TOKEN_CLS")
-    live = None
-    if live_dir is not None:
-        from dvclive import Live
-
-        live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False)
+    live = live_run(live_dir)
     pad_id = _pad_id(tokenizer)
-    on_gpu = torch.cuda.is_available()
     with tempfile.TemporaryDirectory(prefix="sipf-prm-") as scratch:
-        args = TrainingArguments(
-            output_dir=scratch, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
-            per_device_train_batch_size=cfg.batch_size, save_strategy="no",
-            logging_strategy="epoch", report_to="none", seed=cfg.seed, data_seed=cfg.seed,
-            bf16=on_gpu and torch.cuda.is_bf16_supported(), use_cpu=not on_gpu,
-            disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False)
+        args = TrainingArguments(**training_args(scratch, cfg, logging_strategy="epoch",
+                                                 remove_unused_columns=False))
         trainer = PrmTrainer(model=model, args=args, train_dataset=train,
                              data_collator=PrmCollator(pad_id))
         epoch_end = _EpochEnd(trainer, val, cfg.batch_size, pad_id, live)

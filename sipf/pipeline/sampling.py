@@ -14,73 +14,12 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from sipf.errors import ConfigError
+from sipf.config import SampleConfig
 from sipf.generation import Generator, SamplingParams
 from sipf.tasks.base import annotation_holds, annotations
 from sipf.tasks.kinds import MathKind, Question, TaskKind, equation_key  # noqa: F401 (re-export)
-
-
-# ----------------------------------------------------------------------------- config
-# Plain ``field(metadata=...)`` rather than sipf.config's ``_help``: sipf.config embeds
-# this class in ``Params``, and importing it back would be circular (as for ArithConfig).
-@dataclass(frozen=True)
-class SampleConfig:
-    temperature: float = field(default=1.0, metadata={
-        "help": "Sampling temperature (the paper: 1.0 for math)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (1 = off)."})
-    max_new_tokens: int = field(default=320, metadata={
-        "help": "Longest sampled solution in tokens."})
-    n_correct: int = field(default=4, metadata={
-        "help": "Iteration 1's quota of distinct correct paths per question; later iterations "
-                "shrink it (n/2 if n < 8 else n/4, at least 1)."})
-    n_wrong: int = field(default=4, metadata={
-        "help": "Iteration 1's quota of distinct wrong paths per question (shrinks like "
-                "n_correct; 0 = keep no wrong paths, as RFT needs)."})
-    per_round: int = field(default=8, metadata={
-        "help": "Samples drawn per unfinished question in each round."})
-    max_rounds: int = field(default=1, metadata={
-        "help": "Rounds a question may be sampled before it is given up: with per_round, "
-                "its attempt budget."})
-    max_seconds_per_question: float = field(default=0.0, metadata={
-        "help": "Wall-clock budget per question (0 = none): a question stops being sampled "
-                "once its share of generation time exceeds this. The paper uses 30 s on GPU. "
-                "Makes the output depend on the machine's speed."})
-    drop_false_annotations: bool = field(default=False, metadata={
-        "help": "Drop paths with a <<expr=value>> annotation that does not hold (the paper's "
-                "rule, on in the GSM8K presets: a calculator would have caught it). Off by "
-                "default: arithmetic slips are the main error of the small from-scratch "
-                "model, and they make its wrong paths."})
-    batch_size: int = field(default=64, metadata={
-        "help": "Sequences the generator decodes together."})
-    question_limit: int = field(default=300, metadata={
-        "help": "Sample for the first N training questions only (0 = all)."})
-    grow_pool: bool = field(default=True, metadata={
-        "help": "Iteration k's samples.parquet is the pool D_k = D_{k-1} plus the new "
-                "samples (docs/method.md section 6), deduplicated across iterations; false keeps "
-                "only the new samples."})
-    seed: int = field(default=0, metadata={
-        "help": "Seed of the samples; each iteration and round derives its own from it."})
-
-    def __post_init__(self) -> None:
-        _require(self.temperature >= 0, "temperature", "must be >= 0")
-        _require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
-        _require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
-        _require(self.n_correct >= 0, "n_correct", "must be >= 0")
-        _require(self.n_wrong >= 0, "n_wrong", "must be >= 0")
-        _require(self.n_correct + self.n_wrong >= 1, "n_correct",
-                 "n_correct and n_wrong are both 0: nothing would be kept")
-        _require(self.per_round >= 1, "per_round", "must be >= 1")
-        _require(self.max_rounds >= 1, "max_rounds", "must be >= 1")
-        _require(self.max_seconds_per_question >= 0, "max_seconds_per_question", "must be >= 0")
-        _require(self.batch_size >= 1, "batch_size", "must be >= 1")
-        _require(self.question_limit >= 0, "question_limit", "must be >= 0")
-
-
-def _require(ok: bool, name: str, why: str) -> None:
-    if not ok:
-        raise ConfigError(f"sample.{name}: {why}")
 
 
 # ----------------------------------------------------------------------------- path rules

@@ -11,14 +11,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
 from sipf.config import SftConfig
 from sipf.errors import ConfigError
-from sipf.pipeline.evaluation import evaluate_split
 from sipf.generation import HFGenerator, SamplingParams
+from sipf.pipeline.evaluation import evaluate_split
+from sipf.pipeline.training import dvclive_callbacks, live_run, schedule_args, training_args
 from sipf.tasks.base import MathRecord
 from sipf.tasks.kinds import MathKind, TaskKind
 
@@ -114,32 +114,17 @@ def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     from trl import SFTConfig, SFTTrainer
 
     dataset = Dataset.from_dict({"prompt": prompts, "completion": completions})
-    callbacks: list[TrainerCallback] = []
-    live = None
-    if live_dir is not None:
-        from dvclive import Live
-        from dvclive.huggingface import DVCLiveCallback
-
-        # Stage outputs are versioned by dvc.yaml itself: no dvc.yaml edits, no experiments.
-        live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False)
-        callbacks.append(DVCLiveCallback(live=live))
+    live = live_run(live_dir)
+    callbacks = dvclive_callbacks(live)
     if curve is not None:
         curve.live = live
         # Before dvclive's callback, so a probe on a logging step is written with that step.
         callbacks.insert(0, curve)
-    on_gpu = torch.cuda.is_available()
     with tempfile.TemporaryDirectory(prefix="sipf-sft-") as scratch:
-        args = SFTConfig(
-            output_dir=scratch, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
-            learning_rate=cfg.learning_rate, lr_scheduler_type="cosine",
-            warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,  # a float is a ratio
-            per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_length,
+        args = SFTConfig(**training_args(
+            scratch, cfg, **schedule_args(cfg, "cosine"), weight_decay=cfg.weight_decay,
             completion_only_loss=True, gradient_checkpointing=cfg.gradient_checkpointing,
-            train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-            logging_steps=cfg.logging_steps, logging_first_step=True,
-            save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed,
-            bf16=on_gpu and torch.cuda.is_bf16_supported(), use_cpu=not on_gpu,
-            disable_tqdm=True, dataloader_num_workers=0)
+            train_sampling_strategy="group_by_length" if cfg.group_by_length else "random"))
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset,
                              processing_class=tokenizer, callbacks=callbacks)
         trainer.train()

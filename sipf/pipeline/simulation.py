@@ -10,51 +10,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
-from sipf.errors import ConfigError
+from sipf.config import SimulateConfig
 from sipf.generation import Generator, SamplingParams
 from sipf.tasks.kinds import MathKind, Question, TaskKind
-
-
-# ----------------------------------------------------------------------------- config
-# Plain ``field(metadata=...)``, as in sipf.pipeline.sampling: sipf.config imports this class.
-@dataclass(frozen=True)
-class SimulateConfig:
-    k: int = field(default=8, metadata={"help": "Rollouts per step prefix (the paper's K)."})
-    delta: int = field(default=0, metadata={
-        "help": "Hard label threshold δ: a step is correct when MORE than δ of its k rollouts "
-                "reach the gold answer (0 = any rollout, as the authors)."})
-    temperature: float = field(default=1.0, metadata={"help": "Rollout temperature."})
-    top_p: float = field(default=1.0, metadata={"help": "Rollout nucleus mass (1 = off)."})
-    max_new_tokens: int = field(default=320, metadata={
-        "help": "Longest rollout in tokens (the rest of a solution)."})
-    max_paths: int = field(default=100, metadata={
-        "help": "Simulate this many sampled paths (0 = all): a seeded subset, half correct "
-                "and half wrong where the pool allows."})
-    simulator: str = field(default="self", metadata={
-        "help": "Who rolls out: 'self' (the current policy), or a hub id, a local directory, "
-                "a .gguf file, or 'package:<dist>/<file.gguf>' (the paper: "
-                "deepseek-math-7b-instruct)."})
-    batch_size: int = field(default=64, metadata={
-        "help": "Sequences the generator decodes together."})
-    seed: int = field(default=0, metadata={"help": "Seed of the path subset and the rollouts."})
-
-    def __post_init__(self) -> None:
-        _require(self.k >= 1, "k", "must be >= 1")
-        _require(0 <= self.delta < self.k, "delta",
-                 f"must be in [0, k) = [0, {self.k}): otherwise no step is ever correct")
-        _require(self.temperature >= 0, "temperature", "must be >= 0")
-        _require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
-        _require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
-        _require(self.max_paths >= 0, "max_paths", "must be >= 0")
-        _require(bool(self.simulator.strip()), "simulator", "must not be empty")
-        _require(self.batch_size >= 1, "batch_size", "must be >= 1")
-
-
-def _require(ok: bool, name: str, why: str) -> None:
-    if not ok:
-        raise ConfigError(f"simulate.{name}: {why}")
 
 
 # ----------------------------------------------------------------------------- paths

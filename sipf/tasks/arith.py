@@ -26,16 +26,14 @@ import functools
 import hashlib
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from sipf.config import MUL_FACTORS, ArithConfig
 from sipf.errors import ConfigError
 from sipf.tasks.base import (MathRecord, annotation_holds, annotations, answers_match,
                              extract_answer, join_steps, normalize_number, split_steps)
 
-OPERATIONS = ("add", "sub", "mul", "groups")
-MUL_FACTORS = range(2, 5)  # "3 times as many": small factors keep every product small
 SYMBOLS = {"add": "+", "sub": "-", "mul": "*"}  # groups is written as a product, then a sum
-SPLITS = ("train", "test", "ood")
 TEST_BUCKETS = 10  # a computation is in test iff the hash of its key % TEST_BUCKETS == 0
 
 # Short words: a character-level model pays for every character it reads.
@@ -43,100 +41,6 @@ NAMES = (("Mia", "She"), ("Leo", "He"), ("Ava", "She"), ("Sam", "He"),
          ("Zoe", "She"), ("Tom", "He"), ("Ivy", "She"), ("Ben", "He"))
 ITEMS = ("apples", "pens", "coins", "cards", "shells", "stamps", "marbles", "beads")
 CONTAINERS = ("bags", "boxes", "packs", "jars")
-
-
-# ----------------------------------------------------------------------------- config
-@dataclass(frozen=True)
-class ArithConfig:
-    seed: int = field(default=0, metadata={"help": "Seed of the generator; each split draws "
-                                                   "from its own stream."})
-    n_train: int = field(default=4000, metadata={"help": "Training problems."})
-    n_test: int = field(default=300, metadata={"help": "In-domain test problems."})
-    n_ood: int = field(default=300, metadata={"help": "Out-of-domain (more steps) test problems."})
-    min_steps: int = field(default=2, metadata={"help": "Fewest operations in an in-domain "
-                                                        "problem."})
-    max_steps: int = field(default=3, metadata={"help": "Most operations in an in-domain "
-                                                        "problem."})
-    ood_min_steps: int = field(default=2, metadata={"help": "Fewest operations in an "
-                                                            "out-of-domain problem."})
-    ood_max_steps: int = field(default=3, metadata={"help": "Most operations in an "
-                                                            "out-of-domain problem."})
-    start_min: int = field(default=10, metadata={"help": "Smallest starting quantity."})
-    start_max: int = field(default=59, metadata={"help": "Largest starting quantity."})
-    ood_start_min: int = field(default=60, metadata={
-        "help": "Smallest starting quantity out of domain (0 = start_min)."})
-    ood_start_max: int = field(default=99, metadata={
-        "help": "Largest starting quantity out of domain (0 = start_max). The out-of-domain "
-                "split must differ by its steps or by its start range (larger numbers)."})
-    operand_min: int = field(default=2, metadata={"help": "Smallest operand of a step."})
-    operand_max: int = field(default=9, metadata={"help": "Largest operand of a step."})
-    max_value: int = field(default=99, metadata={"help": "No intermediate value may exceed "
-                                                          "this (none goes below 0)."})
-    operations: tuple[str, ...] = field(default=("add", "sub", "groups"), metadata={
-        "help": "Operations drawn from: add (gains k), sub (loses k), mul (k times as many, "
-                "k in 2..4), groups (gains a groups of b: two solution lines)."})
-
-    def __post_init__(self) -> None:
-        # A list from YAML or a CLI parser becomes a tuple so the config stays hashable.
-        object.__setattr__(self, "operations", tuple(self.operations))
-        for name in ("n_train", "n_test", "n_ood"):
-            _require(getattr(self, name) >= 0, name, "must be >= 0")
-        _require(self.min_steps >= 1, "min_steps", "must be >= 1")
-        _require(self.max_steps >= self.min_steps, "max_steps", "must be >= min_steps")
-        _require(self.ood_min_steps >= 1, "ood_min_steps", "must be >= 1")
-        _require(self.ood_max_steps >= self.ood_min_steps, "ood_max_steps",
-                 "must be >= ood_min_steps")
-        _require(self.start_min >= 1, "start_min", "must be >= 1")
-        _require(self.start_max >= self.start_min, "start_max", "must be >= start_min")
-        ood_lo, ood_hi = self.start_range("ood")
-        _require(ood_hi >= ood_lo, "ood_start_max", "must be >= ood_start_min")
-        _require(self.ood_max_steps < self.min_steps or self.ood_min_steps > self.max_steps
-                 or ood_hi < self.start_min or ood_lo > self.start_max,
-                 "ood_min_steps", "the out-of-domain split needs a step range or a start range "
-                 "that does not overlap the in-domain one: it is what makes it out of domain")
-        # Counts of 1 would read "1 apples"; every count stays plural.
-        _require(self.operand_min >= 2, "operand_min", "must be >= 2")
-        _require(self.operand_max >= self.operand_min, "operand_max", "must be >= operand_min")
-        _require(self.max_value >= max(self.start_max, ood_hi), "max_value",
-                 "must be >= every starting quantity")
-        _require(len(self.operations) > 0, "operations", "must not be empty")
-        _require(set(self.operations) <= set(OPERATIONS), "operations",
-                 f"unknown {sorted(set(self.operations) - set(OPERATIONS))}; "
-                 f"choose from {OPERATIONS}")
-        _require(len(set(self.operations)) == len(self.operations), "operations",
-                 "has duplicates")
-        _require("mul" not in self.operations
-                 or self.operand_min <= MUL_FACTORS[-1] and self.operand_max >= MUL_FACTORS[0],
-                 "operations", f"'mul' needs [operand_min, operand_max] to reach its factors "
-                 f"{MUL_FACTORS[0]}..{MUL_FACTORS[-1]}")
-
-    def step_range(self, split: str) -> tuple[int, int]:
-        """Fewest and most operations of a problem in ``split``."""
-        _check_split(split)
-        if split == "ood":
-            return self.ood_min_steps, self.ood_max_steps
-        return self.min_steps, self.max_steps
-
-    def start_range(self, split: str) -> tuple[int, int]:
-        """Smallest and largest starting quantity of a problem in ``split``."""
-        _check_split(split)
-        if split == "ood":
-            return self.ood_start_min or self.start_min, self.ood_start_max or self.start_max
-        return self.start_min, self.start_max
-
-    def count(self, split: str) -> int:
-        _check_split(split)
-        return {"train": self.n_train, "test": self.n_test, "ood": self.n_ood}[split]
-
-
-def _require(ok: bool, name: str, why: str) -> None:
-    if not ok:
-        raise ConfigError(f"arith.{name}: {why}")
-
-
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
 
 
 # ----------------------------------------------------------------------------- computations

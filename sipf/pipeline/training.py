@@ -1,0 +1,53 @@
+"""What every trainer of the pipeline shares: SFT, the PRM, and alignment (ORPO, DPO, RPO).
+
+:func:`training_args` holds the TrainingArguments they all set the same way,
+:func:`schedule_args` the step budget and schedule that SFT and alignment read from their
+sections alike, and :func:`live_run` / :func:`dvclive_callbacks` the DVCLive logging.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from dvclive import Live
+from dvclive.huggingface import DVCLiveCallback
+from transformers import TrainerCallback
+
+
+def training_args(output_dir: str | Path, cfg: Any, **specific: Any) -> dict[str, Any]:
+    """Keyword arguments of a TrainingArguments (or a TRL config): ``cfg``'s ``epochs``,
+    ``learning_rate``, ``batch_size`` and ``seed`` (also of the data order), no checkpoints,
+    no reporting (DVCLive logs through a callback), bf16 on a GPU that supports it, no
+    progress bar, data loaded in the main process; plus the trainer's own ``specific``."""
+    on_gpu = torch.cuda.is_available()
+    return dict(output_dir=str(output_dir), num_train_epochs=cfg.epochs,
+                learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.batch_size,
+                save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed,
+                bf16=on_gpu and torch.cuda.is_bf16_supported(), use_cpu=not on_gpu,
+                disable_tqdm=True, dataloader_num_workers=0, **specific)
+
+
+def schedule_args(cfg: Any, lr_scheduler_type: str) -> dict[str, Any]:
+    """The budget and schedule of SFT and alignment: ``cfg.max_steps`` (0 = epochs), warm-up
+    over ``cfg.warmup_ratio`` of the steps, sequences cut at ``cfg.max_length``, metrics
+    every ``cfg.logging_steps`` steps from the first."""
+    return dict(max_steps=cfg.max_steps or -1, lr_scheduler_type=lr_scheduler_type,
+                warmup_steps=cfg.warmup_ratio,  # a float is a ratio
+                max_length=cfg.max_length, logging_steps=cfg.logging_steps,
+                logging_first_step=True)
+
+
+def live_run(live_dir: str | Path | None) -> Live | None:
+    """A DVCLive run writing into ``live_dir`` (None: no logging)."""
+    if live_dir is None:
+        return None
+    # Stage outputs are versioned by dvc.yaml itself: no dvc.yaml edits, no experiments.
+    return Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False)
+
+
+def dvclive_callbacks(live: Live | None) -> list[TrainerCallback]:
+    """The Trainer callback that logs into ``live`` (none without one); it ends the run,
+    writing metrics.json, when training ends."""
+    return [] if live is None else [DVCLiveCallback(live=live)]
