@@ -45,6 +45,10 @@ def _at_least(key: str, value: int, low: int) -> None:
 
 
 # ----------------------------------------------------------------------------- task
+TASK_NAMES = ("arith", "gsm8k", "jsonl", "mbpp")
+PROMPT_STYLES = ("compact", "instruction", "cot8", "code")
+
+
 ARITH_OPERATIONS = ("add", "sub", "mul", "groups")
 MUL_FACTORS = range(2, 5)  # "3 times as many": small factors keep every product small
 SPLITS = ("train", "test", "ood")
@@ -183,12 +187,10 @@ class PrepareConfig:
     mbpp: MbppParams = _help("MBPP with HumanEval out of domain (code).", factory=MbppParams)
 
     def __post_init__(self) -> None:
-        _choice("prepare.task", self.task, ("arith", "gsm8k", "jsonl", "mbpp"))
-        _choice("prepare.prompt_style", self.prompt_style,
-                ("compact", "instruction", "cot8", "code"))
-        if (self.task == "mbpp") != (self.prompt_style == "code"):
-            raise ConfigError("prepare.prompt_style: 'code' goes with prepare.task mbpp and "
-                              f"only with it (task {self.task!r}, style {self.prompt_style!r})")
+        # sipf.tasks.registry holds the tasks (a test keeps the names equal) and checks that
+        # the style goes with the task when `prepare` loads it
+        _choice("prepare.task", self.task, TASK_NAMES)
+        _choice("prepare.prompt_style", self.prompt_style, PROMPT_STYLES)
         if not 1 <= self.mbpp.train_variants <= 6:
             raise ConfigError("prepare.mbpp.train_variants: must be 1..6")
         if not 1 <= self.mbpp.test_variants <= 3:
@@ -352,7 +354,7 @@ class SampleConfig:
     question_limit: int = _help("Sample for the first N training questions only (0 = all).",
                                 300)
     grow_pool: bool = _help("Iteration k's samples.parquet is the pool D_k = D_{k-1} plus the "
-                            "new samples (method.md section 6), deduplicated across iterations; "
+                            "new samples (docs/method.md §6), deduplicated across iterations; "
                             "false keeps only the new samples.", True)
     seed: int = _help("Seed of the samples; each iteration and round derives its own from it.",
                       0)
@@ -531,17 +533,6 @@ class IterationItem:
     pool: str = _help("D_{k-1}, the sample pool this iteration grows (a dvc.yaml dependency; "
                       "iteration 1 has none and names data/prepared).", "data/prepared")
 
-    @staticmethod
-    def expected(k: int) -> IterationItem:
-        """The only consistent entry for iteration k: each reads iteration k-1's outputs."""
-        if k == 1:
-            return IterationItem(1, "models/sft", "data/prepared")
-        return IterationItem(k, f"models/it{k - 1}/policy", f"data/it{k - 1}/samples.parquet")
-
-
-def _default_loop() -> dict[str, IterationItem]:
-    return {f"it{k}": IterationItem.expected(k) for k in (1, 2, 3)}
-
 
 # ----------------------------------------------------------------------------- whole file
 # The methods of the paper; sipf.methods says what each one does (a test keeps both lists equal).
@@ -564,8 +555,10 @@ class Params:
     model: ModelConfig = _help("Policy model.", factory=ModelConfig)
     sft: SftConfig = _help("Iteration 0: supervised fine-tuning.", factory=SftConfig)
     evaluate: EvaluateConfig = _help("Greedy evaluation.", factory=EvaluateConfig)
-    loop: dict[str, IterationItem] = _help("The iterations k = 1..K (foreach in dvc.yaml).",
-                                           factory=_default_loop)
+    loop: dict[str, IterationItem] = _help(
+        "The iterations k = 1..K (foreach in dvc.yaml): iteration k's policy M_{k-1} and pool "
+        "D_{k-1}, where sipf/layout.py puts them (`sipf preset` writes three; a loop stage "
+        "refuses an entry that differs).", factory=dict)
     sample: SampleConfig = _help("Step 1: sampling reasoning paths.", factory=SampleConfig)
     simulate: SimulateConfig = _help("Step 2: Monte-Carlo step labels.", factory=SimulateConfig)
     prm: PrmConfig = _help("Steps 3-4: the process reward model and path rewards.",
@@ -578,13 +571,6 @@ class Params:
         for name, item in self.loop.items():
             if name != f"it{item.k}":
                 raise ConfigError(f"loop.{name}: name it must be it{item.k} (k = {item.k})")
-            expected = IterationItem.expected(item.k)
-            if item.policy != expected.policy:
-                raise ConfigError(f"loop.{name}.policy: iteration {item.k} samples with "
-                                  f"{expected.policy}, got {item.policy}")
-            if item.pool != expected.pool:
-                raise ConfigError(f"loop.{name}.pool: iteration {item.k} grows "
-                                  f"{expected.pool}, got {item.pool}")
 
 
 def prm_prompt_style(params: Params) -> str | None:
@@ -691,15 +677,15 @@ def merge_params(base: dict[str, Any], override: dict[str, Any]) -> dict[str, An
     return merged
 
 
-def apply_preset(preset: str | Path) -> Params:
-    """The defaults overridden by a preset file, validated."""
+def apply_preset(preset: str | Path, defaults: dict[str, Any] | None = None) -> Params:
+    """``defaults`` (the dataclasses' by default) overridden by a preset file, validated."""
     preset = Path(preset)
     if not preset.is_file():
         raise ConfigError(f"{preset}: no such preset")
     overrides = yaml.safe_load(preset.read_text()) or {}
     if not isinstance(overrides, dict):
         raise ConfigError(f"{preset}: expected a mapping at the top level")
-    merged = merge_params(as_dict(Params()), overrides)
+    merged = merge_params(defaults if defaults is not None else as_dict(Params()), overrides)
     try:
         return from_mapping(Params, merged)
     except ConfigError as err:

@@ -136,6 +136,11 @@ def loop_entry(k: int) -> dict[str, object]:
     return {"k": k, "policy": it.previous_policy.as_posix(), "pool": it.previous_pool.as_posix()}
 
 
+def default_loop(iterations: int = 3) -> dict[str, dict[str, object]]:
+    """params.yaml's ``loop`` for iterations 1..``iterations`` (the paper runs three)."""
+    return {f"it{k}": loop_entry(k) for k in range(1, iterations + 1)}
+
+
 # ----------------------------------------------------------------------------- table columns
 # Every Parquet table the pipeline writes, with its columns in the order written. The writers
 # build these rows; tests/test_layout.py checks a real run's files against this list.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from sipf.config import Params, ScratchModelParams, as_dict, merge_params
+from sipf.config import ScratchModelParams, merge_params
 from sipf.models import build_char_tokenizer, build_scratch_model
 
 TINY_ARCH = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
@@ -29,7 +29,9 @@ def tiny_params(path: Path, **overrides: dict) -> Path:
     }
     for section, values in overrides.items():
         tiny.setdefault(section, {}).update(values)
-    path.write_text(yaml.safe_dump(merge_params(as_dict(Params()), tiny)))
+    from sipf.stages.preset import defaults
+
+    path.write_text(yaml.safe_dump(merge_params(defaults(), tiny)))
     return path
 
 

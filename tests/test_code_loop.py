@@ -14,7 +14,8 @@ from sipf.generation import Completion, SamplingParams
 from sipf.pipeline.sampling import grow_pool, sample_paths
 from sipf.pipeline.simulation import simulate
 from sipf.code.programs import CodeRecord, STOP_SEQUENCES
-from sipf.tasks.kinds import CodeKind, CodeQuestion, MathKind
+from sipf.code.kind import CodeKind
+from sipf.tasks.kinds import CodeQuestion, MathKind
 from sipf.tasks.prompts import format_prompt
 from sipf.tasks.registry import task_named
 

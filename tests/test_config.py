@@ -24,8 +24,12 @@ def test_repository_params_load_and_match_defaults():
     params = load_params(REPO / "params.yaml")
     assert params.prepare.task == "arith"
     assert params.or_weight == pytest.approx(0.1)
-    # The committed file spells out every default, so it documents the whole config.
-    assert params == Params()
+    # The committed file spells out every default, so it documents the whole config; the
+    # loop's paths come from sipf.layout.
+    from sipf import layout
+
+    assert dataclasses.replace(params, loop={}) == Params()
+    assert {name: vars(item) for name, item in params.loop.items()} == layout.default_loop()
 
 
 def test_repository_params_are_what_sipf_preset_arith_writes(tmp_path, monkeypatch):
@@ -74,8 +78,8 @@ def test_config_imports_nothing_of_the_library_but_its_errors():
     ({"align": {"lora": {"r": 0}}}, "align.lora.r: must be >= 1"),
     ({"align": {"lora_r": 4}}, "unknown parameter align.lora_r"),
     ({"prepare": {"task": "jsonl"}}, "prepare.jsonl.train: required"),
-    ({"loop": {"it2": {"k": 2, "policy": "models/it1/policy", "pool": "data/prepared"}}},
-     "loop.it2.pool: iteration 2 grows data/it1/samples.parquet, got data/prepared"),
+    ({"loop": {"it3": {"k": 2, "policy": "models/it1/policy", "pool": "data/prepared"}}},
+     "loop.it3: name it must be it2"),
 ])
 def test_bad_params_name_the_file_and_key(tmp_path, data, message):
     path = write(tmp_path, data)
@@ -121,8 +125,9 @@ def test_every_preset_yields_valid_params(tmp_path, preset):
                                        "--out", str(out)])
     assert result.exit_code == 0, result.output
     params = load_params(out)
+    assert list(params.loop) == ["it1", "it2", "it3"]
     if preset == "arith":
-        assert params == Params()
+        assert dataclasses.replace(params, loop={}) == Params()
     elif preset.endswith("mbpp"):
         assert params.prepare.task == "mbpp" and params.prepare.prompt_style == "code"
         assert params.model.lora and params.sample.temperature == 0.7  # the paper's for code
@@ -149,3 +154,26 @@ def test_global_seed_reseeds_every_training_and_sampling_stage(tmp_path):
     assert params.prepare.arith.seed == 0  # the task data does not move with the seed
     path.write_text(yaml.safe_dump({"seed": 0, "sample": {"seed": 5}}))
     assert load_params(path).sample.seed == 5
+
+
+def test_a_loop_entry_off_the_layout_stops_the_stage(tmp_path, monkeypatch):
+    from tests.helpers import run, tiny_params
+
+    monkeypatch.chdir(tmp_path)
+    tiny_params(tmp_path / "params.yaml")
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["loop"]["it2"]["pool"] = "data/prepared"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = run("prefs", "--iteration", "2")
+    assert result.exit_code == 1
+    assert "error: loop.it2.pool: iteration 2 needs data/it1/samples.parquet, got " \
+        "data/prepared" in result.output
+    assert not (tmp_path / "data").exists()  # nothing written
+
+
+def test_the_task_and_method_names_are_the_registries():
+    from sipf.config import METHOD_NAMES, TASK_NAMES
+    from sipf.methods import METHODS
+    from sipf.tasks.registry import TASKS
+
+    assert tuple(TASKS) == TASK_NAMES and tuple(METHODS) == METHOD_NAMES

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sipf.config import PrefsConfig
+from sipf import layout
 from sipf.errors import DataError
 
-PAIR_COLUMNS = ("question_id", "prompt", "chosen", "rejected", "chosen_path_id",
-                "rejected_path_id", "chosen_reward", "rejected_reward", "chosen_outcome",
-                "rejected_outcome", "iteration")
+PAIR_COLUMNS = layout.TABLES["prefs"]
 _PATH_FIELDS = ("question_id", "path_id", "text", "reward", "outcome")
 
 

@@ -103,6 +103,18 @@ def write_placeholders(stage: LoopStage, reason: str) -> None:
     stage.say(f"skipped ({reason})")
 
 
+def check_loop_entry(params: Params, k: int) -> None:
+    """params.yaml's ``loop.it<k>`` (what dvc.yaml's foreach made this stage depend on) must
+    name the policy and pool that iteration k reads."""
+    entry = params.loop.get(f"it{k}")
+    if entry is None:
+        return
+    for key, expected in layout.loop_entry(k).items():
+        if getattr(entry, key) != expected:
+            raise ConfigError(f"loop.it{k}.{key}: iteration {k} needs {expected}, "
+                              f"got {getattr(entry, key)}")
+
+
 iteration_option = click.option("--iteration", "k", type=click.IntRange(min=1), required=True,
                                 help="Iteration k of the loop.")
 policy_option = click.option("--policy", type=click.Path(file_okay=False), required=True,
@@ -118,6 +130,7 @@ def loop_stage(name: str, needs_policy: bool = True) -> Callable[[Callable[[Loop
         @functools.wraps(body)
         def command(params_path: str, k: int, policy: str | None = None) -> None:
             params = load_params(params_path)
+            check_loop_entry(params, k)
             stage = LoopStage(name, params, layout.Iteration(k), policy)
             reason = method_named(params.method).skip_reason(name, k)
             if reason is not None:

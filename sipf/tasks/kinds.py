@@ -1,7 +1,8 @@
 """What the loop needs to know about a task's completions: steps, verdicts and duplicates.
 
 Sampling, simulation and evaluation are the same for math and code except for four things,
-which a :class:`TaskKind` supplies:
+which a :class:`TaskKind` supplies (:class:`MathKind` here; the code track's is
+:class:`sipf.code.kind.CodeKind`):
 
 - ``steps(text)``: a math solution's lines before "The answer is"; a program's non-empty
   lines (docs/method.md, Notation);
@@ -26,7 +27,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol, Union
 
 from sipf.tasks.base import MathRecord, annotations, answers_match, extract_answer, split_steps
-from sipf.code.programs import CodeRecord, extract_program, join_code_steps, split_code_steps
+from sipf.code.programs import CodeRecord
+
 
 @dataclass(frozen=True)
 class CodeQuestion:
@@ -116,51 +118,3 @@ class MathKind:
 
     def rollout_text(self, prefix_steps: Sequence[str], completion: str) -> str:
         return completion  # the prefix holds steps only: the answer is in the continuation
-
-
-# ----------------------------------------------------------------------------- code
-class ProgramDeduper:
-    def __init__(self, previous: Iterable[Sequence[str]] = ()) -> None:
-        from sipf.code.dedup import CodeDeduper
-
-        self.inner = CodeDeduper.of(join_code_steps(steps) for steps in previous)
-
-    def add(self, steps: Sequence[str]) -> bool:
-        return self.inner.add(join_code_steps(steps))
-
-
-@dataclass(frozen=True)
-class CodeKind:
-    """Programs judged in the sandbox; ``workers`` sandbox processes, ``timeout_s`` each."""
-
-    workers: int = 2
-    timeout_s: float = 3.0
-    name: str = "code"
-
-    def steps(self, text: str) -> list[str]:
-        return split_code_steps(extract_program(text))
-
-    def judge(self, records: Sequence[Question], texts: Sequence[str]
-              ) -> list[tuple[bool, str | None]]:
-        from sipf.code.judge import judge_completions
-
-        if not texts:
-            return []
-        code = [_code_record(record) for record in records]
-        verdicts = judge_completions(code, list(texts), workers=self.workers,
-                                     timeout_s=self.timeout_s)
-        return [(v.passed, v.reason) for v in verdicts]
-
-    def deduper(self, previous: Iterable[Sequence[str]] = ()) -> ProgramDeduper:
-        return ProgramDeduper(previous)
-
-    def rollout_text(self, prefix_steps: Sequence[str], completion: str) -> str:
-        return join_code_steps(prefix_steps) + completion
-
-
-def _code_record(record: Question) -> CodeRecord:
-    if not isinstance(record, CodeQuestion):
-        raise TypeError(f"{record.id}: a code task needs CodeQuestion records, got "
-                        f"{type(record).__name__}")
-    return record.code
-

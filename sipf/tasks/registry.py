@@ -16,7 +16,8 @@ from sipf.config import PrepareConfig
 from sipf.errors import ConfigError
 from sipf.tasks import arith
 from sipf.tasks.base import MathRecord
-from sipf.tasks.kinds import CodeKind, CodeQuestion, MathKind, Question, TaskKind
+from sipf.code.kind import CodeKind
+from sipf.tasks.kinds import CodeQuestion, MathKind, Question, TaskKind
 from sipf.tasks.prompts import COT_STOP
 
 SPLITS = ("train", "test", "ood")
