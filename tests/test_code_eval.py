@@ -5,7 +5,8 @@ from math import comb
 
 import pytest
 
-from sipf.code.judge import completion_job, judge_completions, mean_pass_at_k, pass_at_k
+from sipf.code.judge import completion_job, judge_completions
+from sipf.pipeline.evaluation import mean_pass_at_k, pass_at_k
 from sipf.code.programs import CodeRecord
 from sipf.code.humaneval import load_humaneval
 from sipf.code.mbpp import load_mbpp

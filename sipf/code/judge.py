@@ -1,38 +1,16 @@
-"""Judging code completions in the sandbox, and the unbiased pass@k estimator.
+"""Judging code completions in the sandbox (pass@k over the verdicts: sipf.pipeline.evaluation).
 
 ``judge_completions(records, completions)`` turns each (record, completion) pair into the
 program :meth:`~sipf.code.programs.CodeRecord.program` makes of it and judges it against the
-record's tests with :func:`sipf.code.sandbox.judge_many`. ``pass_at_k`` is Chen et al.'s (2021)
-estimator ``1 - C(n-c, k) / C(n, k)`` in its numerically stable product form.
+record's tests with :func:`sipf.code.sandbox.judge_many`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from sipf.code.sandbox import Job, Verdict, judge_many
 from sipf.code.programs import CodeRecord
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """The probability that at least one of ``k`` samples drawn without replacement from ``n``
-    (``c`` of them correct) is correct: ``1 - prod_{i=n-c+1..n} (1 - k / i)``."""
-    if not 0 <= c <= n:
-        raise ValueError(f"need 0 <= c <= n, got n={n}, c={c}")
-    if not 1 <= k <= n:
-        raise ValueError(f"need 1 <= k <= n, got n={n}, k={k}")
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
-
-
-def mean_pass_at_k(counts: Iterable[tuple[int, int]], k: int) -> float:
-    """Mean of :func:`pass_at_k` over problems given as ``(n, c)`` pairs."""
-    values = [pass_at_k(n, c, k) for n, c in counts]
-    if not values:
-        raise ValueError("no problems")
-    return sum(values) / len(values)
 
 
 def completion_job(record: CodeRecord, completion: str) -> Job:

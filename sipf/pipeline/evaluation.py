@@ -1,12 +1,35 @@
-"""Greedy evaluation: decode every test question once, extract the answer, score it."""
+"""Greedy evaluation: decode every test question once, extract the answer, score it; and
+pass@k from n samples per question, with Chen et al.'s (2021) unbiased estimator
+``1 - C(n-c, k) / C(n, k)`` in its numerically stable product form."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sipf.generation import Generator, SamplingParams
 from sipf.tasks.kinds import MathKind, Question, TaskKind
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The probability that at least one of ``k`` samples drawn without replacement from ``n``
+    (``c`` of them correct) is correct: ``1 - prod_{i=n-c+1..n} (1 - k / i)``."""
+    if not 0 <= c <= n:
+        raise ValueError(f"need 0 <= c <= n, got n={n}, c={c}")
+    if not 1 <= k <= n:
+        raise ValueError(f"need 1 <= k <= n, got n={n}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def mean_pass_at_k(counts: Iterable[tuple[int, int]], k: int) -> float:
+    """Mean of :func:`pass_at_k` over problems given as ``(n, c)`` pairs."""
+    values = [pass_at_k(n, c, k) for n, c in counts]
+    if not values:
+        raise ValueError("no problems")
+    return sum(values) / len(values)
 
 
 def pass_at_k_split(generator: Generator, records: Sequence[Question], prompts: Sequence[str],
@@ -14,8 +37,6 @@ def pass_at_k_split(generator: Generator, records: Sequence[Question], prompts: 
                     ) -> dict[str, float]:
     """``{"pass@k": ...}`` from ``params.n`` samples per question (Chen et al.'s unbiased
     estimator, averaged over questions)."""
-    from sipf.code.judge import mean_pass_at_k
-
     if params.temperature <= 0 or params.n < max(ks):
         raise ValueError(f"pass@k needs sampling and n >= {max(ks)} samples per question")
     outputs = generator.generate(list(prompts), params)
