@@ -527,11 +527,10 @@ class AlignConfig:
 class IterationItem:
     """One entry of ``loop``: DVC's foreach expands every stage of the loop per entry."""
 
-    k: int = _help("Iteration number (1-based).", 1)
-    policy: str = _help("M_{k-1}: the model that samples and simulates in this iteration.",
-                        "models/sft")
+    k: int = _help("Iteration number (1-based).")
+    policy: str = _help("M_{k-1}: the model that samples and simulates in this iteration.")
     pool: str = _help("D_{k-1}, the sample pool this iteration grows (a dvc.yaml dependency; "
-                      "iteration 1 has none and names data/prepared).", "data/prepared")
+                      "iteration 1 has none and names the prepared data).")
 
 
 # ----------------------------------------------------------------------------- whole file
