@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 SOURCE_FILE = "source.json"
 PARENT_FILE = "parent.json"  # beside a LoRA adapter: the model directory it was trained on
+ADAPTER_CONFIG = "adapter_config.json"  # PEFT's: a directory holding one is a LoRA adapter
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>",
                   "unk_token": "<unk>"}
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -213,7 +214,7 @@ def load_policy(model_dir: str | Path, base_dir: str | Path, cfg: ModelConfig,
     ``merged`` folds an adapter into the weights: faster generation, no longer trainable.
     """
     model_dir = Path(model_dir)
-    if (model_dir / "adapter_config.json").is_file():
+    if (model_dir / ADAPTER_CONFIG).is_file():
         from peft import PeftModel
 
         # Adapters stack (base -> SFT adapter -> iteration adapter): load the parent, fold
@@ -233,12 +234,33 @@ def load_policy(model_dir: str | Path, base_dir: str | Path, cfg: ModelConfig,
     return load_weights(AutoModelForCausalLM, model_dir, cfg.dtype)
 
 
+def save_weights(model: PreTrainedModel, out_dir: str | Path) -> None:
+    """``model.save_pretrained(out_dir)``, the same bytes for the same model in every run.
+
+    PEFT writes a set-valued field of an adapter's config (``target_modules``) as a list in
+    hash-seed order, so equal adapters hashed differently from run to run and every stage
+    after one missed DVC's run cache. Each such field is rewritten sorted; the file is
+    otherwise as PEFT wrote it (its keys, indentation and key order)."""
+    model.save_pretrained(out_dir)
+    for name, config in getattr(model, "peft_config", {}).items():
+        unordered = [key for key, value in vars(config).items() if isinstance(value, set)]
+        # PEFT saves adapter "default" in out_dir itself, any other in a subdirectory.
+        config_file = Path(out_dir) / ("" if name == "default" else name) / ADAPTER_CONFIG
+        if not unordered or not config_file.is_file():
+            continue
+        written = json.loads(config_file.read_text())
+        for key in unordered:
+            if isinstance(written.get(key), list):
+                written[key] = sorted(written[key])
+        config_file.write_text(json.dumps(written, indent=2, sort_keys=True))  # as PEFT does
+
+
 def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path,
                 parent: str | Path) -> None:
     """Save a trained policy: a full checkpoint, or a LoRA adapter that names its parent."""
-    model.save_pretrained(out_dir)  # a PeftModel saves its adapter only
+    save_weights(model, out_dir)  # a PeftModel saves its adapter only
     tokenizer.save_pretrained(out_dir)
-    if (out_dir / "adapter_config.json").is_file():
+    if (out_dir / ADAPTER_CONFIG).is_file():
         (out_dir / PARENT_FILE).write_text(json.dumps({"parent": str(parent)}) + "\n")
 
 

@@ -1,6 +1,10 @@
 """Model sources, the character tokenizer and base checkpoints."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +13,9 @@ from sipf.config import ModelConfig, ScratchModelParams
 from sipf.errors import ConfigError
 from sipf.models import (base_location, build_char_tokenizer, load_base_model, load_policy,
                          load_tokenizer, materialize_base, resolve_source)
-from tests.helpers import TINY_ARCH
+from tests.helpers import TINY_ARCH, tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_char_tokenizer_is_one_token_per_character_and_round_trips():
@@ -70,3 +76,52 @@ def test_unloadable_model_directory_is_a_clear_error(tmp_path):
     materialize_base(cfg, ["x"], tmp_path / "base", seed=0)
     with pytest.raises(ConfigError, match="neither a model checkpoint nor a LoRA adapter"):
         load_policy(tmp_path / "empty", tmp_path / "base", cfg)
+
+
+# A LoRA adapter on the tiny model, its B matrices random (a fresh one is zero: no effect),
+# saved by save_policy into argv[1]; its logits on one prompt go to argv[2], and the order
+# that PEFT holds target_modules in (a set: hash-seed order) is printed.
+SAVE_ADAPTER = """
+import json, sys
+from pathlib import Path
+import torch
+from sipf.config import LoraParams
+from sipf.models import attach_lora, save_policy
+from tests.helpers import tiny_model
+
+model, tokenizer = tiny_model()
+model = attach_lora(model, LoraParams(), quantized=False)
+torch.manual_seed(1)
+with torch.no_grad():
+    for name, weight in model.named_parameters():
+        if "lora_B" in name:
+            weight.normal_()
+save_policy(model, tokenizer, Path(sys.argv[1]), parent="base")
+model.eval()  # no dropout
+with torch.no_grad():
+    torch.save(model(tokenizer("Q: 1+1", return_tensors="pt")["input_ids"]).logits, sys.argv[2])
+print(json.dumps(list(model.peft_config["default"].target_modules)))
+"""
+
+
+def test_an_adapter_is_the_same_bytes_under_any_hash_seed(tmp_path):
+    from peft import PeftModel
+
+    runs = {seed: subprocess.Popen(
+        [sys.executable, "-c", SAVE_ADAPTER, str(tmp_path / seed), str(tmp_path / f"{seed}.pt")],
+        cwd=REPO, env={**os.environ, "PYTHONHASHSEED": seed}, stdout=subprocess.PIPE, text=True)
+        for seed in ("1", "2")}
+    held = {seed: json.loads(run.communicate()[0]) for seed, run in runs.items()}
+    assert all(run.returncode == 0 for run in runs.values())
+    assert held["1"] != held["2"]  # the two seeds do order the set differently
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes()
+    text = (tmp_path / "1" / "adapter_config.json").read_text()
+    assert json.loads(text)["target_modules"] == sorted(held["1"])
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True)  # PEFT's format
+    # PEFT loads the rewritten config, and the adapter computes what the saved one did.
+    model, tokenizer = tiny_model()
+    loaded = PeftModel.from_pretrained(model, tmp_path / "1").eval()
+    with torch.no_grad():
+        logits = loaded(tokenizer("Q: 1+1", return_tensors="pt")["input_ids"]).logits
+    assert torch.equal(logits, torch.load(tmp_path / "1.pt"))

@@ -32,14 +32,12 @@ from trl import DPOConfig, DPOTrainer
 
 from sipf.config import AlignConfig, SftConfig
 from sipf.errors import DataError
-from sipf.models import lora_config
+from sipf.models import ADAPTER_CONFIG, lora_config
 from sipf.pipeline.training import dvclive_callbacks, live_run, schedule_args, training_args
 
 with warnings.catch_warnings():  # trl pins this trainer; its "experimental" note is noise
     warnings.filterwarnings("ignore", message="You are importing from 'trl.experimental'")
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 def starting_adapter(cfg: AlignConfig, previous_adapter: Path | None) -> Path | None:

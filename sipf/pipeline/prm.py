@@ -29,7 +29,8 @@ from transformers import (AutoModelForTokenClassification, AutoTokenizer, PreTra
 
 from sipf.config import AGGREGATES, ModelConfig, PrmConfig
 from sipf.errors import ConfigError, DataError
-from sipf.models import PARENT_FILE, attach_lora, base_location, load_weights, resolve_source
+from sipf.models import (ADAPTER_CONFIG, PARENT_FILE, attach_lora, base_location, load_weights,
+                         resolve_source, save_weights)
 from sipf.pipeline.training import live_run, training_args
 from sipf.storage import atomic_path
 from sipf.tasks.prompts import format_prompt
@@ -260,7 +261,7 @@ def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
 def _token_classifier(location: str, dtype: str, load_in_4bit: bool) -> PreTrainedModel:
     """A backbone with a fresh 2-way head; a LoRA policy is merged into its base first."""
     location = base_location(location)  # follow a models/base source.json pointer
-    adapter = Path(location) / "adapter_config.json"
+    adapter = Path(location) / ADAPTER_CONFIG
     if adapter.is_file():
         from peft import PeftConfig, PeftModel
 
@@ -458,6 +459,6 @@ def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: s
             "load_in_4bit": quantized, "dtype": model_cfg.dtype,
             "config": dataclasses.asdict(cfg)}
     with atomic_path(out_dir, directory=True) as tmp:
-        model.save_pretrained(tmp)
+        save_weights(model, tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
