@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import yaml
@@ -73,3 +75,28 @@ def hand_sampled_project(questions: int = 8) -> None:
                             "answer": q["answer"] if outcome else "12345",
                             "outcome": outcome, "iteration": 1, "generator": "hand"})
     write_parquet(samples, "data/it1/samples.parquet")
+
+
+WALL_TIME = re.compile(r"second|runtime|timestamp")
+
+
+def wall_time_keys(metrics_dir: Path) -> list[str]:
+    """Every key of a JSON file and every TSV column (or file) under ``metrics_dir`` that
+    measures wall time, which would make the file, and dvc.lock, differ from run to run."""
+    def keys(obj: object, prefix: str) -> list[str]:
+        if isinstance(obj, dict):
+            return [k for key, value in obj.items()
+                    for k in [f"{prefix}{key}", *keys(value, f"{prefix}{key}.")]]
+        if isinstance(obj, list):
+            return [k for item in obj for k in keys(item, prefix)]
+        return []
+
+    found = []
+    for path in sorted(metrics_dir.rglob("*")):
+        name = path.relative_to(metrics_dir).as_posix()
+        if path.suffix == ".json":
+            found += [f"{name}: {key}" for key in keys(json.loads(path.read_text()), "")]
+        elif path.suffix == ".tsv":
+            found += [f"{name}: {column}"
+                      for column in [name, *path.read_text().splitlines()[0].split("\t")]]
+    return [key for key in found if WALL_TIME.search(key.split(": ")[-1])]

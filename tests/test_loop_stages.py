@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from tests.helpers import hand_sampled_project, run, tiny_params
+from tests.helpers import hand_sampled_project, run, tiny_params, wall_time_keys
 
 LOOP = {"simulate": {"k": 2, "max_paths": 0, "max_new_tokens": 16, "batch_size": 16},
         "prm": {"epochs": 1, "batch_size": 8, "val_fraction": 0.25},
@@ -95,6 +95,12 @@ def test_control_trains_the_same_budget_on_gold_solutions(iteration):
     assert json.loads((adapter / "parent.json").read_text()) == {"parent": "models/sft"}
 
 
+def test_tracked_metrics_hold_no_wall_time(iteration):
+    root, _ = iteration
+    assert (root / "metrics/it1/align/metrics.json").is_file()
+    assert wall_time_keys(root / "metrics") == []
+
+
 def test_sample_at_iteration_2_grows_the_pool_of_iteration_1(iteration, monkeypatch):
     root, _ = iteration
     monkeypatch.chdir(root)
@@ -107,6 +113,7 @@ def test_sample_at_iteration_2_grows_the_pool_of_iteration_1(iteration, monkeypa
     assert all(row["iteration"] == 2 and "/it2/" in row["path_id"] for row in fresh)
     summary = json.loads((root / "metrics/it2/sample.json").read_text())
     assert summary["pool_paths"] == len(pool) and summary["new_paths"] >= len(fresh)
+    assert wall_time_keys(root / "metrics/it2") == [] and " s {" in result.output
 
 
 def test_empty_preference_set_fails_clearly_and_writes_nothing(iteration, monkeypatch):

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from sipf.cli import main
-from tests.helpers import tiny_params
+from tests.helpers import tiny_params, wall_time_keys
 
 
 def run(*args: str):
@@ -93,6 +93,14 @@ def test_evaluate_writes_metrics_and_one_prediction_per_question(pipeline):
     predictions = pq.read_table(root / "data/predictions/sft.parquet").to_pylist()
     assert [p["split"] for p in predictions] == ["test"] * 6 + ["ood"] * 4
     assert all(p["new_tokens"] <= 24 for p in predictions)
+
+
+def test_tracked_metrics_hold_no_wall_time_which_the_log_still_shows(pipeline):
+    root, results = pipeline
+    assert (root / "metrics/sft/metrics.json").is_file()
+    assert wall_time_keys(root / "metrics") == []
+    assert "'train_runtime'" in results["sft"].output  # the Trainer's printed log line
+    assert " s, " in results["evaluate"].output and " new tokens/s)" in results["evaluate"].output
 
 
 def test_unknown_param_fails_before_any_output(tmp_path, monkeypatch):

@@ -75,8 +75,13 @@ class SamplingReport:
     def met_quota(self, stats: QuestionStats) -> bool:
         return stats.correct >= self.quota_correct and stats.wrong >= self.quota_wrong
 
+    @property
+    def seconds(self) -> float:
+        """Wall time spent generating: for the stage's log, never its metrics file."""
+        return sum(s.seconds for s in self.questions)
+
     def summary(self) -> dict[str, float]:
-        """Totals for a stage's log and metrics file."""
+        """Totals for a stage's log and metrics file (no wall time: the same every run)."""
         qs = self.questions
         return {
             "questions": len(qs),
@@ -89,7 +94,6 @@ class SamplingReport:
             "duplicates": sum(s.duplicates for s in qs),
             "questions_met_quota": sum(self.met_quota(s) for s in qs),
             "questions_no_correct": sum(s.correct == 0 for s in qs),
-            "seconds": sum(s.seconds for s in qs),
         }
 
 

@@ -47,7 +47,23 @@ def live_run(live_dir: str | Path | None) -> Live | None:
     return Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False)
 
 
+def is_wall_time(key: str) -> bool:
+    """Whether a logged metric measures wall time (the Trainer's ``train_runtime``,
+    ``train_samples_per_second``, ...): never the same twice, so never in a tracked file."""
+    return key.endswith(("_runtime", "_per_second"))
+
+
+class _DeterministicDVCLiveCallback(DVCLiveCallback):
+    """DVCLive's callback without the wall-time metrics, which would make metrics.json and
+    the plots differ between two runs of the same stage (and dvc.lock with them). They stay
+    in the Trainer's printed log line."""
+
+    def on_log(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        logs = {key: value for key, value in kwargs["logs"].items() if not is_wall_time(key)}
+        super().on_log(args, state, control, **{**kwargs, "logs": logs})
+
+
 def dvclive_callbacks(live: Live | None) -> list[TrainerCallback]:
-    """The Trainer callback that logs into ``live`` (none without one); it ends the run,
-    writing metrics.json, when training ends."""
-    return [] if live is None else [DVCLiveCallback(live=live)]
+    """The Trainer callback that logs into ``live`` (none without one), wall time left out;
+    it ends the run, writing metrics.json, when training ends."""
+    return [] if live is None else [_DeterministicDVCLiveCallback(live=live)]

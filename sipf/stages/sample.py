@@ -34,4 +34,4 @@ def main(stage: LoopStage) -> None:
     summary["pool_paths"] = len(rows)
     write_parquet(rows, it.samples)
     write_json(summary, it.stage_metrics("sample"))
-    stage.say(f"{len(rows)} paths {summary}")
+    stage.say(f"{len(rows)} paths in {report.seconds:.0f} s {summary}")
