@@ -18,11 +18,11 @@ DATA, MODELS, METRICS = Path("data"), Path("models"), Path("metrics")
 PREPARED = DATA / "prepared"  # prepare: one Parquet table per split, and meta.json
 SPLITS = ("train", "test", "ood")
 TEST_SPLITS = ("test", "ood")  # in-domain and out-of-domain: evaluated after every model
-BASE = Path("models/base")  # base: the checkpoint (or dequantized GGUF) every model starts from
-M0 = Path("models/sft")  # sft: the SFT policy, which iteration 1 samples with
-SFT_METRICS = Path("metrics/sft")  # sft's dvclive directory and accuracy_curve.json
-PREDICTIONS = Path("data/predictions")  # evaluate: <model name>.parquet
-EVAL_METRICS = Path("metrics/eval")  # evaluate: <model name>.json
+BASE = MODELS / "base"  # base: the checkpoint (or dequantized GGUF) every model starts from
+M0 = MODELS / "sft"  # sft: the SFT policy, which iteration 1 samples with
+SFT_METRICS = METRICS / "sft"  # sft's dvclive directory and accuracy_curve.json
+PREDICTIONS = DATA / "predictions"  # evaluate: <model name>.parquet
+EVAL_METRICS = METRICS / "eval"  # evaluate: <model name>.json
 SKIPPED = "SKIPPED.json"  # what a placeholder directory holds (a stage a method does not run)
 
 
@@ -101,6 +101,10 @@ class Iteration:
     def live_dir(self, stage: str) -> Path:
         return self.metrics / stage
 
+    def plots(self, stage: str) -> Path:
+        """The dvclive curves of a training stage (one TSV per logged metric)."""
+        return self.live_dir(stage) / "plots" / "metrics"
+
     # what iteration k reads from k - 1
     @property
     def previous_policy(self) -> Path:
@@ -115,14 +119,13 @@ class Iteration:
     def outputs(self, stage: str) -> tuple[Path, ...]:
         """Everything ``stage`` of this iteration writes: its dvc.yaml outs, metrics and
         plots, in that order. A stage a method skips writes a placeholder for each."""
-        live = self.live_dir(stage)
         return {
             "sample": (self.samples, self.stage_metrics("sample")),
             "simulate": (self.rollouts, self.step_labels, self.stage_metrics("simulate")),
-            "train_prm": (self.prm, self.stage_metrics("prm"), self.live_dir("prm") / "plots" / "metrics"),
+            "train_prm": (self.prm, self.stage_metrics("prm"), self.plots("prm")),
             "score": (self.scores, self.stage_metrics("score")),
             "prefs": (self.prefs, self.stage_metrics("prefs")),
-            "align": (self.policy, live / "metrics.json", live / "plots" / "metrics"),
+            "align": (self.policy, self.live_dir("align") / "metrics.json", self.plots("align")),
             "control": (self.control, self.stage_metrics("control")),
         }[stage]
 

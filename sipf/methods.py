@@ -24,13 +24,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from sipf import layout
 from sipf.config import METHOD_NAMES, SampleConfig
 from sipf.errors import ConfigError
 
 FEEDBACKS = ("process", "outcome", "none")
 DATA = ("pairs", "outcome_pairs", "correct")
 OBJECTIVES = ("orpo", "dpo", "rpo", "sft")
-LOOP_STAGES = ("sample", "simulate", "train_prm", "score", "prefs", "align", "control")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Method:
 
     def skip_reason(self, stage: str, k: int) -> str | None:
         """Why ``stage`` of iteration ``k`` does not run under this method (None: it runs)."""
-        if stage not in LOOP_STAGES:
+        if stage not in layout.LOOP_STAGES:
             raise ValueError(f"not a loop stage: {stage!r}")
         if k > self.iterations:
             runs = f"{self.iterations} iteration{'s' * (self.iterations != 1)}"

@@ -12,7 +12,8 @@ import pytest
 
 from sipf.config import METHOD_NAMES
 from sipf.errors import ConfigError, DataError
-from sipf.methods import LOOP_STAGES, METHODS, method_named
+from sipf.layout import LOOP_STAGES
+from sipf.methods import METHODS, method_named
 from sipf.pipeline.preferences import correct_path_rows, keep_top_correct, with_outcome_reward
 from sipf.pipeline.simulation import outcome_labels
 from tests.helpers import hand_sampled_project, run, tiny_params

@@ -72,7 +72,7 @@ def alignment_log_probs(runs: Sequence[Run], path: Path) -> Path:
     for ax, (method, title, unit) in zip(axes, panels):
         run = min((r for r in runs if r.method == method and r.or_weight == DEFAULT_OR_WEIGHT),
                   key=lambda r: r.seed, default=None)
-        logged = layout.Iteration(1).outputs("align")[2].as_posix()
+        logged = layout.Iteration(1).plots("align").as_posix()
         # DVCLive numbers its log calls (one every align.logging_steps): plot against epochs.
         epochs = dict(run.curve(f"{logged}/epoch.tsv")) if run else {}
         for which, style in (("chosen", "-"), ("rejected", "--")):

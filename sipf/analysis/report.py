@@ -25,7 +25,7 @@ from typing import Any
 from sipf import layout
 from sipf.errors import DataError
 
-SPLITS = ("test", "ood")
+SPLITS = layout.TEST_SPLITS  # the evaluated splits, in domain then out of domain
 DEFAULT_OR_WEIGHT = 0.1  # Params().or_weight: the main tables use runs at the default λ
 ITERATIONS = (1, 2, 3)
 COMPARED = ("method", "seed", "or_weight")  # the params the tables compare across experiments

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from sipf import layout
 from sipf.config import PrepareConfig
 from sipf.errors import ConfigError
 from sipf.tasks import arith
@@ -20,7 +21,6 @@ from sipf.code.kind import CodeKind
 from sipf.tasks.kinds import CodeQuestion, MathKind, Question, TaskKind
 from sipf.tasks.prompts import COT_STOP
 
-SPLITS = ("train", "test", "ood")
 MATH_STYLES = ("compact", "instruction", "cot8")
 
 Splits = dict[str, list[Question]]
@@ -50,14 +50,19 @@ class Task:
                               f"{self.name!r} (its styles: {', '.join(self.prompt_styles)})")
 
 
-def _limited(splits: Splits, cfg: PrepareConfig) -> Splits:
-    limits = {"train": cfg.train_limit, "test": cfg.test_limit, "ood": cfg.test_limit}
+def _limits(cfg: PrepareConfig) -> dict[str, int]:
+    """How many records (code: tasks) each split keeps; 0 = all."""
+    return {"train": cfg.train_limit, "test": cfg.test_limit, "ood": cfg.test_limit}
+
+
+def _limited(splits: dict[str, list], cfg: PrepareConfig) -> dict[str, list]:
+    limits = _limits(cfg)
     return {split: records[:limits[split]] if limits[split] else records
             for split, records in splits.items()}
 
 
 def _load_arith(cfg: PrepareConfig) -> Splits:
-    return _limited({split: arith.generate(cfg.arith, split) for split in SPLITS}, cfg)
+    return _limited({split: arith.generate(cfg.arith, split) for split in layout.SPLITS}, cfg)
 
 
 def _load_gsm8k(cfg: PrepareConfig) -> Splits:
@@ -91,10 +96,8 @@ def _load_mbpp(cfg: PrepareConfig) -> Splits:
     tasks = {"train": mbpp["train"], "test": mbpp["test"]}
     if cfg.mbpp.humaneval != "none":
         tasks["ood"] = load_humaneval(cfg.mbpp.humaneval or None)
-    limits = {"train": cfg.train_limit, "test": cfg.test_limit, "ood": cfg.test_limit}
     splits: Splits = {}
-    for split, records in tasks.items():
-        records = records[:limits[split]] if limits[split] else records
+    for split, records in _limited(tasks, cfg).items():
         if split == "ood":
             prompts = [humaneval_prompt(r) for r in records]
         else:
