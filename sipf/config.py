@@ -10,6 +10,7 @@ The module imports nothing of the library but ``sipf.errors``: the library impor
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import textwrap
 import types
@@ -619,9 +620,12 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         item = typing.get_args(kind)[0]
         return origin(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
     if kind is float and isinstance(value, str) and _YAML_1_2_FLOAT.fullmatch(value):
-        return float(value)
+        value = float(value)
+    if kind is float and isinstance(value, float) and not math.isfinite(value):
+        # `.inf`/`.nan` are YAML floats, but no setting here means anything at infinity.
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
     if kind in (int, float, str, bool) and (type(value) is not kind):
         raise ConfigError(f"{where}: expected {kind.__name__}, got "
                           f"{type(value).__name__} {value!r}")
@@ -645,15 +649,38 @@ def from_mapping(cls: type[T], data: dict[str, Any], where: str = "") -> T:
         raise ConfigError(f"{where or cls.__name__}: {err}") from err
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error: PyYAML
+    keeps the last value silently, while DVC refuses the file, so the two would disagree."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"line {line}: duplicate key {key!r} "
+                                  f"(first given on line {seen[key]})")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document in ``path`` (duplicate keys refused); errors name the file."""
+    try:
+        return yaml.load(path.read_text(), Loader=_StrictLoader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate ``params.yaml``; every error names the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such params file")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:
@@ -681,7 +708,7 @@ def apply_preset(preset: str | Path, defaults: dict[str, Any] | None = None) -> 
     preset = Path(preset)
     if not preset.is_file():
         raise ConfigError(f"{preset}: no such preset")
-    overrides = yaml.safe_load(preset.read_text()) or {}
+    overrides = read_yaml(preset) or {}
     if not isinstance(overrides, dict):
         raise ConfigError(f"{preset}: expected a mapping at the top level")
     merged = merge_params(defaults if defaults is not None else as_dict(Params()), overrides)

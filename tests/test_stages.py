@@ -123,10 +123,11 @@ def test_stage_run_out_of_order_names_the_missing_file(tmp_path, monkeypatch):
 
 def test_unusable_jsonl_row_is_reported_with_file_row_and_field(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "train.jsonl").write_text('{"question": "q1", "answer": "3"}\n'
-                                          '{"question": "q2", "answer": "three"}\n')
+    (tmp_path / "train.jsonl").write_text(
+        '{"question": "q1", "answer": "3", "solution": "1+2=3\\nThe answer is 3"}\n'
+        '{"question": "q2", "answer": "three", "solution": "The answer is 3"}\n')
     tiny_params(tmp_path / "params.yaml", prepare={"task": "jsonl", "jsonl": {
-        "train": "train.jsonl", "test": "train.jsonl", "solution_field": ""}})
+        "train": "train.jsonl", "test": "train.jsonl"}})
     result = CliRunner().invoke(main, ["prepare"])
     assert result.exit_code == 1
     assert "train.jsonl: row 2: field 'answer'" in result.output

@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from decimal import Decimal, InvalidOperation
 from os import PathLike
 
 from sipf.errors import DataError
@@ -62,13 +63,23 @@ def join_steps(steps: list[str], answer: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def normalize_number(text: str) -> str:
-    """'1,234.50' -> '1234.5'; '$7' -> '7'; keeps integers free of a trailing '.0'."""
+def _number(text: str) -> Decimal:
+    """'1,234.50' -> Decimal('1234.50'), '$7' -> 7; ValueError when it is not a number.
+    Decimal, not float: an integer answer above 2**53 must not be rounded."""
     cleaned = text.replace(",", "").replace("$", "").strip().rstrip(".")
-    value = float(cleaned)
-    if value.is_integer():
+    try:
+        return Decimal(cleaned)
+    except InvalidOperation:
+        raise ValueError(f"not a number: {text!r}") from None
+
+
+def normalize_number(text: str) -> str:
+    """'1,234.50' -> '1234.5'; '$7' -> '7'; keeps integers free of a trailing '.0' and exact
+    at any size; other numbers as their shortest float repr."""
+    value = _number(text)
+    if value.is_finite() and value == value.to_integral_value():
         return str(int(value))
-    return repr(value)
+    return repr(float(value))
 
 
 def extract_answer(text: str) -> str | None:
@@ -87,10 +98,12 @@ def answers_match(predicted: str | None, gold: str) -> bool:
     if predicted is None:
         return False
     try:
-        return math.isclose(float(normalize_number(predicted)), float(normalize_number(gold)),
-                            rel_tol=1e-9, abs_tol=1e-9)
+        left, right = _number(predicted), _number(gold)
     except ValueError:
         return False
+    if all(v.is_finite() and v == v.to_integral_value() for v in (left, right)):
+        return left == right  # integers exactly: 2**53 + 1 is not 2**53
+    return math.isclose(float(left), float(right), rel_tol=1e-9, abs_tol=1e-9)
 
 
 def annotations(step: str) -> list[tuple[str, str]]:

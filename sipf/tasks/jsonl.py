@@ -61,8 +61,10 @@ def _record(obj: dict[str, Any], fields: FieldMap, record_id: str, *,
     return MathRecord(id=record_id, question=question, answer=answer, solution=solution)
 
 
-def load_jsonl(path: str | PathLike[str], fields: FieldMap, prefix: str) -> list[MathRecord]:
-    """Records of a JSONL file, ids ``<prefix>-<id field>`` or ``<prefix>-<index>``."""
+def load_jsonl(path: str | PathLike[str], fields: FieldMap, prefix: str,
+               require_solution: bool = False) -> list[MathRecord]:
+    """Records of a JSONL file, ids ``<prefix>-<id field>`` or ``<prefix>-<index>``;
+    ``require_solution`` (training data) refuses a record without a gold solution."""
     records: list[MathRecord] = []
     first_row: dict[str, int] = {}  # id -> row that used it, for duplicate messages
     for index, (row, obj) in enumerate(read_jsonl(path)):
@@ -74,5 +76,10 @@ def load_jsonl(path: str | PathLike[str], fields: FieldMap, prefix: str) -> list
                 raise DataError(f"duplicate id {key!r} (first used in row {first_row[key]})",
                                 file=path, row=row, field=fields.id)
             first_row[key] = row
-        records.append(_record(obj, fields, f"{prefix}-{key}", file=path, row=row))
+        record = _record(obj, fields, f"{prefix}-{key}", file=path, row=row)
+        if require_solution and not record.solution:
+            raise DataError("missing or empty: training records need a gold solution (SFT "
+                            "trains on them)", file=path, row=row,
+                            field=fields.solution or "solution")
+        records.append(record)
     return records
