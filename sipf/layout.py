@@ -145,23 +145,33 @@ def default_loop(iterations: int = 3) -> dict[str, dict[str, object]]:
 
 
 # ----------------------------------------------------------------------------- table columns
-# Every Parquet table the pipeline writes, with its columns in the order written. The writers
-# build these rows; tests/test_layout.py checks a real run's files against this list.
-TABLES: dict[str, tuple[str, ...]] = {
-    "prepared": ("id", "question", "answer", "solution", "prompt"),  # + "code" for code tasks
-    "samples": ("question_id", "path_id", "text", "steps", "answer", "outcome", "iteration",
-                "generator"),
-    "rollouts": ("path_id", "question_id", "step_index", "rollout_index", "completion", "answer",
-                 "correct"),
-    "step_labels": ("path_id", "question_id", "step_index", "step", "n_correct", "k", "hard",
-                    "soft"),  # + "oracle" where the task has a step oracle
-    "scores": ("question_id", "path_id", "text", "outcome", "step_scores", "reward", "iteration"),
-    "prefs": ("question_id", "prompt", "chosen", "rejected", "chosen_path_id", "rejected_path_id",
-              "chosen_reward", "rejected_reward", "chosen_outcome", "rejected_outcome",
-              "iteration"),
-    "predictions": ("split", "id", "question", "prompt", "gold_answer", "completion",
-                    "predicted_answer", "correct", "new_tokens"),
+# Every Parquet table the pipeline writes, with its columns in the order written and each
+# column's kind: "str", "int", "float" (ints accepted), "bool", "list[str]", "list[float]"; a
+# trailing "?" allows nulls. The writers build these rows; storage.read_table checks a table
+# against its schema when a stage reads it, and tests/test_layout.py checks a real run's files.
+SCHEMAS: dict[str, dict[str, str]] = {
+    "prepared": {"id": "str", "question": "str", "answer": "str", "solution": "str",
+                 "prompt": "str"},
+    "samples": {"question_id": "str", "path_id": "str", "text": "str", "steps": "list[str]",
+                "answer": "str?", "outcome": "bool?", "iteration": "int", "generator": "str"},
+    "rollouts": {"path_id": "str", "question_id": "str", "step_index": "int",
+                 "rollout_index": "int", "completion": "str", "answer": "str?", "correct": "bool"},
+    "step_labels": {"path_id": "str", "question_id": "str", "step_index": "int", "step": "str",
+                    "n_correct": "int", "k": "int", "hard": "bool", "soft": "float"},
+    "scores": {"question_id": "str", "path_id": "str", "text": "str", "outcome": "bool?",
+               "step_scores": "list[float]", "reward": "float", "iteration": "int"},
+    "prefs": {"question_id": "str", "prompt": "str", "chosen": "str", "rejected": "str",
+              "chosen_path_id": "str", "rejected_path_id": "str?", "chosen_reward": "float",
+              "rejected_reward": "float?", "chosen_outcome": "bool?", "rejected_outcome": "bool?",
+              "iteration": "int"},
+    "predictions": {"split": "str", "id": "str", "question": "str", "prompt": "str",
+                    "gold_answer": "str", "completion": "str", "predicted_answer": "str?",
+                    "correct": "bool", "new_tokens": "int"},
 }
+# Columns some tasks add: code tasks' record (JSON), the step oracle's verdict where there is one.
+OPTIONAL_COLUMNS: dict[str, dict[str, str]] = {"prepared": {"code": "str"},
+                                               "step_labels": {"oracle": "bool"}}
+TABLES: dict[str, tuple[str, ...]] = {name: tuple(columns) for name, columns in SCHEMAS.items()}
 ITERATION_TABLES = ("samples", "rollouts", "step_labels", "scores", "prefs")  # data/it<k>/
 ITERATION_DIR = re.compile(r"it(\d+)")  # the folder name of Iteration(k).data, .models, .metrics
 

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,17 +58,77 @@ def write_parquet(rows: Sequence[dict[str, Any]], path: str | Path,
 
 def read_parquet(path: str | Path, required: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Rows of a Parquet file; a missing file or column is a DataError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("no such file (run the stage that writes it first)", file=path)
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise DataError(f"not a readable Parquet file: {err}", file=path) from err
+    table = _read_table(Path(path))
     for column in required:
         if column not in table.column_names:
             raise DataError("missing column", file=path, field=column)
     return table.to_pylist()
+
+
+def read_table(path: str | Path, schema: Mapping[str, str],
+               optional: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Rows of a Parquet file whose columns have the kinds ``schema`` names (see
+    ``sipf.layout.SCHEMAS``; ``optional`` columns are checked when present). A missing column,
+    a column of another type or a null where none is allowed is one DataError naming the
+    file, the first bad row (1-based) and the field."""
+    path = Path(path)
+    table = _read_table(path)
+    if table.num_rows == 0:
+        return []  # a placeholder (a stage the method skips) has no columns to check
+    columns = dict(schema)
+    columns.update({c: k for c, k in (optional or {}).items() if c in table.column_names})
+    for column, kind in columns.items():
+        if column not in table.column_names:
+            raise DataError("missing column", file=path, field=column)
+        _check_column(table.column(column), kind, path, column)
+    return table.to_pylist()
+
+
+def _read_table(path: Path) -> pa.Table:
+    if not path.is_file():
+        raise DataError("no such file (run the stage that writes it first)", file=path)
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise DataError(f"not a readable Parquet file: {err}", file=path) from err
+
+
+_KINDS = {"str": (pa.types.is_string, pa.types.is_large_string),
+          "int": (pa.types.is_integer,),
+          "float": (pa.types.is_floating, pa.types.is_integer),
+          "bool": (pa.types.is_boolean,)}
+_KIND_NAMES = {"str": "text", "int": "an integer", "float": "a number", "bool": "true/false"}
+
+
+def _check_column(column: pa.ChunkedArray, kind: str, path: Path, name: str) -> None:
+    nullable = kind.endswith("?")
+    kind = kind.rstrip("?")
+    inner = kind[len("list["):-1] if kind.startswith("list[") else None
+    type_ = column.type
+    if pa.types.is_null(type_):  # every value null: arrow could not tell a type
+        if not nullable:
+            raise DataError("null (empty) value", file=path, row=1, field=name)
+        return
+    if inner is not None:
+        ok = ((pa.types.is_list(type_) or pa.types.is_large_list(type_))
+              and (pa.types.is_null(type_.value_type)
+                   or any(test(type_.value_type) for test in _KINDS[inner])))
+    else:
+        ok = any(test(type_) for test in _KINDS[kind])
+    if not ok:
+        first = next((i for i, v in enumerate(column.to_pylist()) if v is not None), 0)
+        shown = repr(column[first].as_py())
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        wanted = f"a list of {_KIND_NAMES[inner]}" if inner else _KIND_NAMES[kind]
+        raise DataError(f"expected {wanted}, got {type_} {shown}", file=path, row=first + 1,
+                        field=name)
+    if not nullable and column.null_count:
+        first = next(i for i, v in enumerate(column.to_pylist()) if v is None)
+        raise DataError("null (empty) value", file=path, row=first + 1, field=name)
+    if inner is not None:
+        for i, value in enumerate(column.to_pylist()):
+            if value is not None and any(item is None for item in value):
+                raise DataError("a null inside the list", file=path, row=i + 1, field=name)
 
 
 def write_json(obj: Any, path: str | Path) -> None:

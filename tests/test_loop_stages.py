@@ -144,6 +144,7 @@ def test_broken_prm_checkpoint_and_missing_simulator_are_named(iteration, monkey
 
 def test_every_table_has_the_columns_the_layout_lists(iteration):
     from sipf import layout
+    from sipf.storage import read_table
 
     root, _ = iteration
     it = layout.Iteration(1)
@@ -151,6 +152,10 @@ def test_every_table_has_the_columns_the_layout_lists(iteration):
     for name in ("samples", "rollouts", "step_labels", "scores", "prefs"):
         columns = tuple(pq.read_schema(root / it.table(name)).names)
         assert columns == layout.TABLES[name] + extra.get(name, ()), name
+        # and every column has the kind the schema says (read_table raises otherwise)
+        assert read_table(root / it.table(name), layout.SCHEMAS[name],
+                          layout.OPTIONAL_COLUMNS.get(name)), name
+    assert read_table(root / layout.predictions("it1"), layout.SCHEMAS["predictions"])
     assert tuple(pq.read_schema(root / layout.predictions("it1")).names) == \
         layout.TABLES["predictions"]
     for split in layout.SPLITS:

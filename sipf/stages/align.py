@@ -14,8 +14,8 @@ from sipf.models import load_policy, load_tokenizer, save_policy
 from sipf.pipeline.alignment import (control_config, starting_adapter, train_dpo, train_orpo,
                                      with_adapter)
 from sipf.pipeline.sft import train_sft
-from sipf.stages.common import LoopStage, loop_stage, seed_everything
-from sipf.storage import atomic_path, read_parquet
+from sipf.stages.common import LoopStage, loop_stage, read_rows, seed_everything
+from sipf.storage import atomic_path
 
 
 @loop_stage("align")
@@ -25,7 +25,7 @@ def main(stage: LoopStage) -> None:
     live_dir = it.live_dir("align")
     cfg, objective = params.align, method_named(params.method).objective
     seed_everything(cfg.seed + k)
-    pairs = read_parquet(it.prefs, required=("prompt", "chosen", "rejected"))
+    pairs = read_rows(it.prefs, "prefs")
     tokenizer = load_tokenizer(layout.BASE)
     m0 = load_policy(layout.M0, layout.BASE, params.model)
     if objective == "orpo":

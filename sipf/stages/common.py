@@ -16,7 +16,7 @@ from sipf import layout
 from sipf.config import Params, load_params
 from sipf.errors import ConfigError, DataError
 from sipf.methods import method_named
-from sipf.storage import atomic_path, read_parquet, write_json, write_parquet
+from sipf.storage import atomic_path, read_table, write_json, write_parquet
 from sipf.tasks.base import MathRecord
 from sipf.tasks.kinds import CodeQuestion, Question
 
@@ -52,11 +52,34 @@ def seed_everything(seed: int) -> None:
 def read_split(split: str, prepared: Path = layout.PREPARED) -> tuple[list[Question], list[str]]:
     """Records and their formatted prompts of one prepared split (code tasks carry a
     ``code`` column and come back as CodeQuestion)."""
-    rows = read_parquet(layout.split_file(split, prepared), required=layout.TABLES["prepared"])
+    rows = read_rows(layout.split_file(split, prepared), "prepared")
     records: list[Question] = [
         CodeQuestion.from_row(r) if r.get("code") else
         MathRecord(r["id"], r["question"], r["answer"], r["solution"]) for r in rows]
     return records, [r["prompt"] for r in rows]
+
+
+def read_rows(path: Path, table: str) -> list[dict[str, Any]]:
+    """The rows of pipeline table ``table`` (a name in ``layout.SCHEMAS``) at ``path``, each
+    column checked for its kind and nulls (one DataError naming file, row and field)."""
+    return read_table(path, layout.SCHEMAS[table], layout.OPTIONAL_COLUMNS.get(table))
+
+
+def check_ids(rows: list[dict[str, Any]], known: Any, path: Path,
+              field: str = "question_id", unique: str | None = None) -> None:
+    """Every row's ``field`` names a record in ``known`` (the prepared training split), and
+    with ``unique`` no two rows share that column's value: a DataError at the first that
+    does not."""
+    seen: dict[Any, int] = {}
+    for number, row in enumerate(rows, start=1):
+        if row[field] not in known:
+            raise DataError(f"unknown id {row[field]!r} (not in the prepared training split)",
+                            file=path, row=number, field=field)
+        if unique is not None:
+            first = seen.setdefault(row[unique], number)
+            if first != number:
+                raise DataError(f"duplicate {row[unique]!r} (first in row {first})", file=path,
+                                row=number, field=unique)
 
 
 def train_records_by_id() -> tuple[dict[str, Question], dict[str, str]]:

@@ -14,8 +14,9 @@ from sipf.errors import ConfigError
 from sipf.models import load_policy, load_tokenizer, save_policy
 from sipf.pipeline.alignment import control_config, with_adapter
 from sipf.pipeline.sft import train_sft
-from sipf.stages.common import LoopStage, loop_stage, seed_everything, train_records_by_id
-from sipf.storage import atomic_path, read_parquet, write_json
+from sipf.stages.common import (LoopStage, check_ids, loop_stage, read_rows, seed_everything,
+                                train_records_by_id)
+from sipf.storage import atomic_path, write_json
 
 
 @loop_stage("control", needs_policy=False)
@@ -27,8 +28,9 @@ def main(stage: LoopStage) -> None:
         raise ConfigError("align.init: the control stage supports only 'sft' (a fresh "
                           "adapter on M0 every iteration)")
     seed_everything(cfg.seed + stage.k)
-    pairs = read_parquet(it.prefs, required=("question_id",))
+    pairs = read_rows(it.prefs, "prefs")
     records, prompts = train_records_by_id()
+    check_ids(pairs, records, it.prefs)
     gold = [(prompts[p["question_id"]], records[p["question_id"]].solution) for p in pairs]
     tokenizer = load_tokenizer(layout.BASE)
     model = with_adapter(load_policy(layout.M0, layout.BASE, params.model), cfg, adapter_dir=None)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from sipf.methods import method_named
 from sipf.pipeline.preferences import (build_pairs, correct_path_rows, keep_top_correct,
                                        with_outcome_reward)
-from sipf.stages.common import LoopStage, loop_stage, train_records_by_id
-from sipf.storage import read_parquet, write_json, write_parquet
+from sipf.stages.common import LoopStage, check_ids, loop_stage, read_rows, train_records_by_id
+from sipf.storage import write_json, write_parquet
 
 
 @loop_stage("prefs", needs_policy=False)
@@ -19,9 +19,9 @@ def main(stage: LoopStage) -> None:
     """Preference pairs (or correct paths) -> data/it<k>/prefs.parquet."""
     params, k, it = stage.params, stage.k, stage.it
     method = method_named(params.method)
-    scored = read_parquet(it.scores,
-                          required=("question_id", "path_id", "text", "reward", "outcome"))
+    scored = read_rows(it.scores, "scores")
     _, prompts = train_records_by_id()
+    check_ids(scored, prompts, it.scores, unique="path_id")
     if method.reward_filter:
         scored = keep_top_correct(scored, params.prefs.keep_fraction)
     # Each raises DataError, writing nothing, when no row qualifies.

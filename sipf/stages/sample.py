@@ -7,8 +7,9 @@ from sipf.generation import HFGenerator
 from sipf.methods import method_named
 from sipf.models import load_policy, load_tokenizer
 from sipf.pipeline.sampling import grow_pool, sample_paths
-from sipf.stages.common import LoopStage, loop_stage, read_split, seed_everything
-from sipf.storage import read_parquet, write_json, write_parquet
+from sipf.stages.common import (LoopStage, check_ids, loop_stage, read_rows, read_split,
+                                seed_everything)
+from sipf.storage import write_json, write_parquet
 from sipf.tasks.registry import task_named
 
 
@@ -21,8 +22,10 @@ def main(stage: LoopStage) -> None:
     seed_everything(cfg.seed + k)
     records, prompts = read_split("train")  # sample_paths applies sample.question_limit
     # D_{k-1} is read before sampling, so a missing or broken pool fails in seconds, not after.
-    previous = (read_parquet(layout.Iteration(k - 1).samples, required=("question_id", "steps"))
-                if cfg.grow_pool and k > 1 else None)
+    pool = layout.Iteration(k - 1).samples
+    previous = read_rows(pool, "samples") if cfg.grow_pool and k > 1 else None
+    if previous is not None:
+        check_ids(previous, {r.id for r in records}, pool, unique="path_id")
     generator = HFGenerator(load_policy(stage.policy, layout.BASE, params.model, merged=True),
                             load_tokenizer(layout.BASE), batch_size=cfg.batch_size)
     rows, report = sample_paths(generator, records, prompts, cfg, k, generator_name=stage.policy,

@@ -8,8 +8,8 @@ from __future__ import annotations
 from sipf.config import prm_prompt_style
 from sipf.methods import method_named
 from sipf.pipeline.prm import aggregate, load_prm, ranking_accuracy, score_steps, step_accuracy
-from sipf.stages.common import LoopStage, loop_stage, train_records_by_id
-from sipf.storage import read_parquet, write_json, write_parquet
+from sipf.stages.common import LoopStage, check_ids, loop_stage, read_rows, train_records_by_id
+from sipf.storage import write_json, write_parquet
 from sipf.tasks.registry import task_named
 
 
@@ -18,8 +18,9 @@ def main(stage: LoopStage) -> None:
     """PRM step scores and path rewards -> data/it<k>/scores.parquet."""
     params, k, it = stage.params, stage.k, stage.it
     cfg = params.prm
-    paths = read_parquet(it.samples,
-                         required=("question_id", "path_id", "text", "steps", "outcome"))
+    paths = read_rows(it.samples, "samples")
+    records, _ = train_records_by_id()
+    check_ids(paths, records, it.samples, unique="path_id")
     if method_named(params.method).feedback == "none":
         rows = [{"question_id": p["question_id"], "path_id": p["path_id"], "text": p["text"],
                  "outcome": p["outcome"], "step_scores": [], "reward": float(bool(p["outcome"])),
@@ -28,7 +29,6 @@ def main(stage: LoopStage) -> None:
         write_json({"paths": len(rows), "aggregate": "outcome"}, it.stage_metrics("score"))
         stage.say(f"{len(rows)} paths rewarded by their outcome")
         return
-    records, _ = train_records_by_id()
     model, tokenizer = load_prm(it.prm)
     steps = [list(p["steps"]) for p in paths]
     scores = score_steps(model, tokenizer, [records[p["question_id"]].question for p in paths],

@@ -7,8 +7,9 @@ from sipf.generation import HFGenerator
 from sipf.methods import method_named
 from sipf.models import load_policy, load_simulator, load_tokenizer
 from sipf.pipeline.simulation import label_agreement, outcome_labels, select_paths, simulate
-from sipf.stages.common import LoopStage, loop_stage, seed_everything, train_records_by_id
-from sipf.storage import read_parquet, write_json, write_parquet
+from sipf.stages.common import (LoopStage, check_ids, loop_stage, read_rows, seed_everything,
+                                train_records_by_id)
+from sipf.storage import write_json, write_parquet
 from sipf.tasks.registry import task_named
 
 
@@ -21,9 +22,10 @@ def main(stage: LoopStage) -> None:
     params, it = stage.params, stage.it
     cfg, task = params.simulate, task_named(params.prepare.task)
     seed_everything(cfg.seed + stage.k)
-    paths = select_paths(read_parquet(it.samples,
-                                      required=("question_id", "path_id", "steps", "outcome")), cfg)
+    pool = read_rows(it.samples, "samples")
     records, prompts = train_records_by_id()
+    check_ids(pool, records, it.samples, unique="path_id")
+    paths = select_paths(pool, cfg)
     if method_named(params.method).feedback == "outcome":
         rollouts, labels = [], outcome_labels(paths)
     else:

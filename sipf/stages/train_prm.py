@@ -8,18 +8,20 @@ from sipf import layout
 from sipf.config import prm_prompt_style
 from sipf.models import load_tokenizer
 from sipf.pipeline.prm import build_examples, train_prm
-from sipf.stages.common import LoopStage, loop_stage, seed_everything, train_records_by_id
-from sipf.storage import read_parquet, write_json
+from sipf.stages.common import (LoopStage, check_ids, loop_stage, read_rows, seed_everything,
+                                train_records_by_id)
+from sipf.storage import write_json
 
 
 def labelled_paths(k: int, label: str) -> list[dict]:
     """One row per simulated path: its question, steps and per-step targets."""
-    rows = read_parquet(layout.Iteration(k).step_labels,
-                        required=("path_id", "question_id", "step_index", "step", "hard", "soft"))
+    source = layout.Iteration(k).step_labels
+    rows = read_rows(source, "step_labels")
+    records, _ = train_records_by_id()
+    check_ids(rows, records, source)
     by_path: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_path[row["path_id"]].append(row)
-    records, _ = train_records_by_id()
     paths = []
     for path_id, steps in sorted(by_path.items()):
         steps.sort(key=lambda r: r["step_index"])
