@@ -31,3 +31,7 @@ class DataError(ValueError):
 
 class ConfigError(ValueError):
     """An invalid setting (unknown option value, inconsistent parameters)."""
+
+
+class OutputError(OSError):
+    """An output cannot be written (a read-only or missing directory, a full disk)."""

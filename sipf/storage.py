@@ -7,29 +7,102 @@ everything is written to a temporary sibling and renamed into place.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sipf.errors import DataError
+from sipf.errors import DataError, OutputError
+
+
+@dataclass
+class _Outputs:
+    """The outputs of one :func:`outputs_together` block: temporary directories made so far,
+    and the renames that put finished outputs into place."""
+
+    temporaries: list[Path] = field(default_factory=list)
+    moves: list[tuple[Path, Path, Path, bool]] = field(default_factory=list)
+
+    def holds(self, path: Path) -> bool:
+        """Whether ``path`` lies inside one of this block's temporary directories (it then
+        moves with that directory and is written at once)."""
+        return any(path.is_relative_to(tmp) for tmp in self.temporaries)
+
+
+_BLOCK: contextvars.ContextVar[_Outputs | None] = contextvars.ContextVar("outputs", default=None)
+
+
+@contextlib.contextmanager
+def outputs_together(*paths: str | Path) -> Iterator[None]:
+    """A stage's outputs appear together or not at all: inside this block each
+    :func:`atomic_path` is complete in its temporary sibling before anything moves, and all
+    are renamed into place only when the block ends without an error (on an error all are
+    discarded and the old outputs stay). ``paths`` are checked for writability first, so a
+    read-only directory fails in a second, not after the training it would have saved."""
+    for path in paths:
+        check_writable(path)
+    block = _Outputs()
+    token = _BLOCK.set(block)
+    try:
+        yield
+    except BaseException:
+        for tmp in block.temporaries:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        _BLOCK.reset(token)
+    for tmp, target, final, directory in block.moves:
+        _move_into_place(tmp, target, final, directory)
+
+
+def check_writable(final: str | Path) -> None:
+    """An OutputError naming ``final`` unless a file can be created beside it."""
+    final = Path(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".probe", dir=final.parent))
+    except OSError as err:
+        raise OutputError(f"{final}: cannot write the output here "
+                          f"({err.strerror or err})") from None
 
 
 @contextlib.contextmanager
 def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``final``; move it into place only on success."""
+    """Yield a temporary path beside ``final``; move it into place only on success (inside
+    :func:`outputs_together`: when the whole block succeeds)."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    block = _BLOCK.get()
+    deferred = block is not None and not block.holds(final.absolute())
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    except OSError as err:
+        raise OutputError(f"{final}: cannot write the output here "
+                          f"({err.strerror or err})") from None
+    if block is not None:
+        block.temporaries.append(tmp.absolute())
     target = tmp if directory else tmp / final.name
     try:
         yield target
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if deferred:
+        block.moves.append((tmp, target, final, directory))  # type: ignore[union-attr]
+    else:
+        _move_into_place(tmp, target, final, directory)
+
+
+def _move_into_place(tmp: Path, target: Path, final: Path, directory: bool) -> None:
+    try:
         if directory:
             _replace_dir(tmp, final)
         else:

@@ -51,19 +51,19 @@ FOUNDATION = ("evaluate@base", "evaluate@sft")  # the loop needs a model that ca
 def test_repro_twice_then_a_param_change(project):
     first = sh("dvc", "repro", *FOUNDATION, cwd=project)
     order = ran(first)
-    assert sorted(order) == ["base", "evaluate@base", "evaluate@sft", "prepare", "sft"]
-    assert order.index("prepare") < order.index("base") < order.index("sft") \
+    assert sorted(order) == ["base", "evaluate@base", "evaluate@sft", "inputs", "prepare", "sft"]
+    assert order.index("inputs") < order.index("prepare") < order.index("base") < order.index("sft") \
         < order.index("evaluate@sft")
     assert (project / "metrics/eval/sft.json").is_file()
 
     second = sh("dvc", "repro", *FOUNDATION, cwd=project)
-    assert ran(second) == []
+    assert ran(second) == ["inputs"]  # always run: it hashes the files params.yaml names
 
     params = (project / "params.yaml").read_text()
     (project / "params.yaml").write_text(params.replace("max_new_tokens: 24",
                                                         "max_new_tokens: 20"))
     third = sh("dvc", "repro", *FOUNDATION, cwd=project)
-    assert sorted(ran(third)) == ["evaluate@base", "evaluate@sft"]
+    assert sorted(ran(third)) == ["evaluate@base", "evaluate@sft", "inputs"]
 
     # Sharing through the remote: push here, pull into a fresh clone, same bytes come back.
     store, other = project.parent / "store", project.parent / "other"
@@ -76,6 +76,23 @@ def test_repro_twice_then_a_param_change(project):
     sh("dvc", "pull", "--with-deps", *FOUNDATION, cwd=other)
     for output in ("models/sft/model.safetensors", "data/prepared/train.parquet"):
         assert (other / output).read_bytes() == (project / output).read_bytes()
+
+
+def test_a_changed_input_file_named_in_params_reruns_prepare(project):
+    """The task's files are parameters, not paths in dvc.yaml: the inputs stage's fingerprint
+    makes them dependencies all the same."""
+    rows = [f'{{"question": "q{i}", "answer": "{i}", "solution": "{i}+0={i}\\nThe answer '
+            f'is {i}"}}' for i in range(6)]
+    (project / "train.jsonl").write_text("\n".join(rows) + "\n")
+    (project / "test.jsonl").write_text("\n".join(rows[:4]) + "\n")
+    tiny_params(project / "params.yaml", prepare={"task": "jsonl", "jsonl": {
+        "train": "train.jsonl", "test": "test.jsonl"}})
+    assert ran(sh("dvc", "repro", "prepare", cwd=project)) == ["inputs", "prepare"]
+    assert ran(sh("dvc", "repro", "prepare", cwd=project)) == ["inputs"]
+    (project / "test.jsonl").write_text("\n".join(rows[:2]) + "\n")  # truncated
+    assert ran(sh("dvc", "repro", "prepare", cwd=project)) == ["inputs", "prepare"]
+    meta = yaml.safe_load((project / "data/prepared/meta.json").read_text())
+    assert meta["counts"]["test"] == 2
 
 
 @pytest.mark.slow

@@ -273,7 +273,7 @@ def _token_classifier(location: str, dtype: str, load_in_4bit: bool) -> PreTrain
         base = _token_classifier(parent, dtype, load_in_4bit)
         merged = PeftModel.from_pretrained(base, location, config=config).merge_and_unload()
         return merged.requires_grad_(True)  # loading the adapter froze every base weight
-    source = resolve_source(location)
+    source = resolve_source(location, "prm.backbone")
     if source.kind == "scratch":
         raise ConfigError("prm.backbone: 'scratch' is not a model; pass the policy's directory")
     try:

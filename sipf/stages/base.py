@@ -7,7 +7,7 @@ import click
 from sipf import layout
 from sipf.config import load_params
 from sipf.models import materialize_base
-from sipf.storage import atomic_path
+from sipf.storage import atomic_path, outputs_together
 from sipf.stages.common import clear_errors, params_option, read_split, seed_everything
 
 
@@ -22,6 +22,6 @@ def main(params_path: str, out: str) -> None:
     seed_everything(params.seed)
     records, prompts = read_split("train")
     texts = prompts + [r.solution for r in records]  # the char vocabulary of a scratch model
-    with atomic_path(out, directory=True) as tmp:
+    with outputs_together(out), atomic_path(out, directory=True) as tmp:
         materialize_base(params.model, texts, tmp, seed=params.seed)
     click.echo(f"base: {params.model.policy} -> {out}")

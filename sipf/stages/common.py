@@ -14,9 +14,10 @@ import click
 
 from sipf import layout
 from sipf.config import Params, load_params
-from sipf.errors import ConfigError, DataError
+from sipf.errors import ConfigError, DataError, OutputError
 from sipf.methods import method_named
-from sipf.storage import atomic_path, read_table, write_json, write_parquet
+from sipf.storage import (atomic_path, outputs_together, read_table, write_json,
+                          write_parquet)
 from sipf.tasks.base import MathRecord
 from sipf.tasks.kinds import CodeQuestion, Question
 
@@ -25,14 +26,20 @@ params_option = click.option("--params", "params_path", default="params.yaml", s
 
 
 def clear_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the pipeline's own errors into one line on stderr and exit status 1."""
+    """Turn the pipeline's own errors, and a file that cannot be read or written, into one
+    line on stderr and exit status 1."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (ConfigError, DataError) as err:
+        except (ConfigError, DataError, OutputError) as err:
             click.echo(f"error: {err}", err=True)
+            sys.exit(1)
+        except OSError as err:
+            if err.filename is None:
+                raise  # not about a file: a bug to see whole
+            click.echo(f"error: {err.filename}: {err.strerror or err}", err=True)
             sys.exit(1)
 
     return wrapper
@@ -156,10 +163,11 @@ def loop_stage(name: str, needs_policy: bool = True) -> Callable[[Callable[[Loop
             check_loop_entry(params, k)
             stage = LoopStage(name, params, layout.Iteration(k), policy)
             reason = method_named(params.method).skip_reason(name, k)
-            if reason is not None:
-                write_placeholders(stage, reason)
-                return
-            body(stage)
+            with outputs_together(*stage.outputs):
+                if reason is not None:
+                    write_placeholders(stage, reason)
+                else:
+                    body(stage)
 
         command = clear_errors(command)
         if needs_policy:

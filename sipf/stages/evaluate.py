@@ -9,11 +9,11 @@ from pathlib import Path
 import click
 
 from sipf import layout
-from sipf.config import load_params
+from sipf.config import Params, load_params
 from sipf.pipeline.evaluation import evaluate_split, pass_at_k_split
 from sipf.generation import HFGenerator, SamplingParams
 from sipf.models import load_policy, load_tokenizer
-from sipf.storage import read_json, write_json, write_parquet
+from sipf.storage import outputs_together, read_json, write_json, write_parquet
 from sipf.stages.common import clear_errors, params_option, read_split
 from sipf.tasks.registry import task_named
 
@@ -30,6 +30,12 @@ def main(params_path: str, model_dir: str, name: str, base_dir: str) -> None:
     """Write metrics/eval/<name>.json and data/predictions/<name>.parquet."""
     params = load_params(params_path)
     predictions, metrics_file = layout.predictions(name), layout.eval_metrics(name)
+    with outputs_together(predictions, metrics_file):
+        _evaluate(params, model_dir, name, base_dir, predictions, metrics_file)
+
+
+def _evaluate(params: Params, model_dir: str, name: str, base_dir: str, predictions: Path,
+              metrics_file: Path) -> None:
     if (Path(model_dir) / layout.SKIPPED).is_file():  # a stage the method does not run
         write_parquet([], predictions)
         write_json(read_json(Path(model_dir) / layout.SKIPPED), metrics_file)

@@ -8,7 +8,7 @@ import click
 
 from sipf import layout
 from sipf.config import load_params
-from sipf.storage import atomic_path, write_json, write_parquet
+from sipf.storage import atomic_path, outputs_together, write_json, write_parquet
 from sipf.tasks.registry import load_task
 from sipf.tasks.prompts import format_prompt
 from sipf.stages.common import clear_errors, params_option
@@ -22,7 +22,7 @@ def main(params_path: str, out: str) -> None:
     """Load the task named in params (arith, gsm8k, jsonl) and write train/test/ood Parquet."""
     cfg = load_params(params_path).prepare
     splits = load_task(cfg)
-    with atomic_path(out, directory=True) as tmp:
+    with outputs_together(out), atomic_path(out, directory=True) as tmp:
         for split, records in splits.items():
             rows = [{**r.to_dict(), "prompt": format_prompt(r.question, cfg.prompt_style)}
                     for r in records]

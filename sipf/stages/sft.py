@@ -11,7 +11,7 @@ from sipf.config import load_params
 from sipf.models import attach_lora, load_base_model, load_tokenizer, save_policy
 from sipf.generation import SamplingParams
 from sipf.pipeline.sft import VAL_SPLIT, accuracy_curve, hold_out, train_sft
-from sipf.storage import atomic_path, write_json
+from sipf.storage import atomic_path, outputs_together, write_json
 from sipf.stages.common import clear_errors, params_option, read_split, seed_everything
 from sipf.tasks.registry import task_named
 
@@ -43,10 +43,12 @@ def main(params_path: str, base_dir: str, out: str, live_dir: str) -> None:
                               stop=task.stop(params.prepare.prompt_style))
     curve = accuracy_curve(tokenizer, probes, len(records), params.sft, sampling,
                            kind=task.kind)
-    model = train_sft(model, tokenizer, list(prompts), [r.solution for r in records],
-                      params.sft, live_dir=Path(live_dir), curve=curve)
-    with atomic_path(out, directory=True) as tmp:
-        save_policy(model, tokenizer, tmp, parent=base_dir)
-    # Always written (empty when the probe is off): dvc.yaml declares it as a plot.
-    write_json(curve.curve if curve is not None else [], Path(live_dir) / "accuracy_curve.json")
+    # The checkpoint and the curves appear together, after training, or not at all.
+    with outputs_together(out, live_dir), atomic_path(live_dir, directory=True) as live:
+        model = train_sft(model, tokenizer, list(prompts), [r.solution for r in records],
+                          params.sft, live_dir=live, curve=curve)
+        with atomic_path(out, directory=True) as tmp:
+            save_policy(model, tokenizer, tmp, parent=base_dir)
+        # Always written (empty when the probe is off): dvc.yaml declares it as a plot.
+        write_json(curve.curve if curve is not None else [], live / "accuracy_curve.json")
     click.echo(f"sft: trained on {len(records)} solutions -> {out}")

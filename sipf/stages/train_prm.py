@@ -10,7 +10,7 @@ from sipf.models import load_tokenizer
 from sipf.pipeline.prm import build_examples, train_prm
 from sipf.stages.common import (LoopStage, check_ids, loop_stage, read_rows, seed_everything,
                                 train_records_by_id)
-from sipf.storage import write_json
+from sipf.storage import atomic_path, write_json
 
 
 def labelled_paths(k: int, label: str) -> list[dict]:
@@ -47,8 +47,9 @@ def main(stage: LoopStage) -> None:
     if cfg.backbone != "policy":
         backbone = cfg.backbone
     examples = build_examples(labelled_paths(source_k, cfg.label), prm_prompt_style(params))
-    metrics = train_prm(backbone, load_tokenizer(layout.BASE), examples, cfg, it.prm,
-                        live_dir=it.live_dir("prm"), model_cfg=params.model)
+    with atomic_path(it.live_dir("prm"), directory=True) as live_dir:  # with the PRM
+        metrics = train_prm(backbone, load_tokenizer(layout.BASE), examples, cfg, it.prm,
+                            live_dir=live_dir, model_cfg=params.model)
     write_json(metrics, it.stage_metrics("prm"))
     stage.say(f"best epoch {metrics['best_epoch']}, "
               f"val step accuracy {metrics['val_step_accuracy']}")
