@@ -20,7 +20,7 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, Llama
                           PreTrainedTokenizerFast)
 
 from sipf.config import LoraParams, ModelConfig, ScratchModelParams
-from sipf.errors import ConfigError
+from sipf.errors import ConfigError, DataError
 from sipf.sources import ModelSource, resolve_source
 
 if TYPE_CHECKING:
@@ -139,6 +139,9 @@ def nf4_config():
 def base_location(base_dir: str | Path) -> str:
     """The directory or hub id holding the base weights named by ``models/base``."""
     base_dir = Path(base_dir)
+    if not base_dir.is_dir():
+        raise DataError("no such model directory (run the stage that writes it first)",
+                        file=base_dir)
     pointer = base_dir / SOURCE_FILE
     if pointer.is_file():
         return json.loads(pointer.read_text())["location"]

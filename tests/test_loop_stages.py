@@ -138,7 +138,7 @@ def test_broken_prm_checkpoint_and_missing_simulator_are_named(iteration, monkey
     tiny_params(root / "sim.yaml", **{**LOOP, "simulate": {"simulator": "./no/such/model"}})
     result = run("simulate", "--iteration", "3", "--policy", "models/sft", "--params", "sim.yaml")
     assert result.exit_code == 1
-    assert "simulate.simulator: ./no/such/model does not exist" in result.output
+    assert "simulate.simulator: ./no/such/model is not a model directory" in result.output
     assert not (root / "data/it3/rollouts.parquet").exists()
 
 

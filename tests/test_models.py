@@ -63,11 +63,22 @@ def test_scratch_base_checkpoint_reloads_identically(tmp_path):
     assert sum(p.numel() for p in model.parameters()) < 100_000
 
 
-def test_hub_models_are_pointed_at_not_copied(tmp_path):
-    materialize_base(ModelConfig(policy="org/some-model"), [], tmp_path, seed=0)
-    assert json.loads((tmp_path / "source.json").read_text()) == {"location": "org/some-model"}
-    assert base_location(tmp_path) == "org/some-model"
-    assert [p.name for p in tmp_path.iterdir()] == ["source.json"]
+def test_pretrained_models_are_pointed_at_not_copied(tmp_path):
+    model, tokenizer = tiny_model()
+    model.save_pretrained(tmp_path / "pretrained")
+    tokenizer.save_pretrained(tmp_path / "pretrained")
+    location = str(tmp_path / "pretrained")
+    materialize_base(ModelConfig(policy=location), [], tmp_path / "base", seed=0)
+    assert json.loads((tmp_path / "base/source.json").read_text()) == {"location": location}
+    assert base_location(tmp_path / "base") == location
+    assert [p.name for p in (tmp_path / "base").iterdir()] == ["source.json"]
+
+
+def test_a_hub_id_that_cannot_be_loaded_is_refused_by_base(tmp_path):
+    # offline (conftest), an id that is not in the local cache cannot be resolved: one line,
+    # here, instead of a traceback in sft
+    with pytest.raises(ConfigError, match="model.policy: cannot load org/some-model"):
+        materialize_base(ModelConfig(policy="org/some-model"), [], tmp_path, seed=0)
 
 
 def test_unloadable_model_directory_is_a_clear_error(tmp_path):

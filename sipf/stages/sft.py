@@ -30,12 +30,12 @@ def main(params_path: str, base_dir: str, out: str, live_dir: str) -> None:
     params = load_params(params_path)
     seed_everything(params.sft.seed)
     (records, prompts), val = hold_out(*read_split("train"), params.sft)
+    probes = {split: read_split(split) for split in layout.TEST_SPLITS
+              if layout.split_file(split).is_file()}  # read first: a bad split fails at once
     tokenizer = load_tokenizer(base_dir)
     model = load_base_model(base_dir, params.model)
     if params.model.lora:
         model = attach_lora(model, params.model.lora_params, params.model.load_in_4bit)
-    probes = {split: read_split(split) for split in layout.TEST_SPLITS
-              if layout.split_file(split).is_file()}
     if val is not None:
         probes = {VAL_SPLIT: val, **probes}
     task = task_named(params.prepare.task)
