@@ -177,3 +177,16 @@ def test_the_task_and_method_names_are_the_registries():
     from sipf.tasks.registry import TASKS
 
     assert tuple(TASKS) == TASK_NAMES and tuple(METHODS) == METHOD_NAMES
+
+
+def test_a_key_given_twice_and_non_finite_numbers_are_refused(tmp_path):
+    from sipf.config import load_params
+
+    (tmp_path / "p.yaml").write_text("prefs:\n  margin: 0.1\n  margin: 0.2\n")
+    with pytest.raises(ConfigError, match=r"p.yaml: line 3: duplicate key 'margin' \(first given "
+                                          r"on line 2\)"):
+        load_params(tmp_path / "p.yaml")
+    for value in (".inf", "-.inf", ".nan"):
+        (tmp_path / "p.yaml").write_text(f"prefs:\n  margin: {value}\n")
+        with pytest.raises(ConfigError, match="prefs.margin: expected a finite number"):
+            load_params(tmp_path / "p.yaml")

@@ -48,3 +48,64 @@ def test_read_errors_name_file_and_column(tmp_path):
     (tmp_path / "junk.parquet").write_text("not parquet")
     with pytest.raises(DataError, match="junk.parquet: not a readable Parquet file"):
         read_parquet(tmp_path / "junk.parquet")
+
+
+def test_a_stage_that_fails_after_its_first_output_leaves_none(tmp_path):
+    from sipf.storage import outputs_together
+
+    write_json({"v": 1}, tmp_path / "metrics.json")  # the previous run's
+    with pytest.raises(RuntimeError):
+        with outputs_together(tmp_path / "a.parquet", tmp_path / "metrics.json"):
+            write_parquet([{"x": 1}], tmp_path / "a.parquet")
+            write_json({"v": 2}, tmp_path / "metrics.json")
+            with atomic_path(tmp_path / "model", directory=True) as tmp:
+                write_json({}, tmp / "config.json")  # inside a temporary dir: moves with it
+            assert not (tmp_path / "a.parquet").exists()  # nothing in place yet
+            raise RuntimeError("killed after writing everything but the last output")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+    assert read_json(tmp_path / "metrics.json") == {"v": 1}
+
+
+def test_a_stage_that_succeeds_puts_every_output_in_place(tmp_path):
+    from sipf.storage import outputs_together
+
+    with outputs_together():
+        write_parquet([{"x": 1}], tmp_path / "a.parquet")
+        with atomic_path(tmp_path / "model", directory=True) as tmp:
+            write_json({"v": 1}, tmp / "config.json")
+        write_json({"v": 2}, tmp_path / "metrics.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.parquet", "metrics.json", "model"]
+    assert read_json(tmp_path / "model" / "config.json") == {"v": 1}
+
+
+def test_an_unwritable_output_is_refused_before_any_work(tmp_path):
+    from sipf.errors import OutputError
+    from sipf.storage import outputs_together
+
+    (tmp_path / "data").write_text("a file where a directory should be")
+    ran = []
+    with pytest.raises(OutputError, match="data/out.parquet: cannot write the output here"):
+        with outputs_together(tmp_path / "data" / "out.parquet"):
+            ran.append(True)
+    assert ran == []
+
+
+def test_read_table_checks_kinds_nulls_and_names_the_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sipf.storage import read_table
+
+    schema = {"id": "str", "score": "float", "steps": "list[str]", "note": "str?"}
+    good = {"id": ["a", "b"], "score": [1, 0.5], "steps": [["s"], []], "note": [None, "x"]}
+    pq.write_table(pa.table(good), tmp_path / "t.parquet")
+    assert read_table(tmp_path / "t.parquet", schema)[1] == {
+        "id": "b", "score": 0.5, "steps": [], "note": "x"}
+    for column, values, message in (
+            ("score", ["1", "2"], "row 1: field 'score': expected a number, got string '1'"),
+            ("id", ["a", None], "row 2: field 'id': null"),
+            ("steps", ["s", "t"], "row 1: field 'steps': expected a list of text"),
+            ("steps", [["s"], [None]], "row 2: field 'steps': a null inside the list")):
+        pq.write_table(pa.table({**good, column: values}), tmp_path / "t.parquet")
+        with pytest.raises(DataError, match=message):
+            read_table(tmp_path / "t.parquet", schema)

@@ -102,3 +102,14 @@ def test_read_jsonl_rejects_non_objects_and_missing_files(tmp_path):
         list(read_jsonl(path))
     with pytest.raises(DataError, match="absent.jsonl: cannot read file"):
         list(read_jsonl(tmp_path / "absent.jsonl"))
+
+
+def test_integer_answers_stay_exact_beyond_two_to_the_53():
+    from sipf.tasks.base import answers_match, normalize_number
+
+    big = 2**53 + 1  # float(big) == 2**53
+    assert normalize_number(f"{big:,}") == str(big)
+    assert normalize_number("1,234.50") == "1234.5" and normalize_number("7.0") == "7"
+    assert not answers_match(str(big), str(2**53))
+    assert answers_match(str(big), f"{big}.0")
+    assert answers_match("0.30000000000000004", "0.3")  # non-integers keep the tolerance
