@@ -21,7 +21,7 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, Llama
 
 from sipf.config import LoraParams, ModelConfig, ScratchModelParams
 from sipf.errors import ConfigError, DataError
-from sipf.sources import ModelSource, resolve_source
+from sipf.sources import ModelSource, fingerprint, resolve_source
 
 if TYPE_CHECKING:
     from peft import LoraConfig  # peft loads when used: a second more for every stage
@@ -84,7 +84,10 @@ def materialize_base(cfg: ModelConfig, train_texts: list[str], out_dir: Path, se
         except (OSError, ValueError) as err:
             raise ConfigError(f"model.policy: cannot load {source.location} "
                               f"({str(err).splitlines()[0]})") from None
-        (out_dir / SOURCE_FILE).write_text(json.dumps({"location": source.location}) + "\n")
+        # The pointer carries the weights' fingerprint: new weights at the same path change
+        # models/base, so DVC reruns every stage that loads them through it.
+        pointer = {"location": source.location, "files": fingerprint([source.location])}
+        (out_dir / SOURCE_FILE).write_text(json.dumps(pointer, sort_keys=True) + "\n")
         return
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
