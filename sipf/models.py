@@ -54,6 +54,33 @@ def build_char_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
+def build_bpe_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer learnt from ``texts``: any text encodes, frequent words
+    become one token, and every digit stays its own token (a small model learns arithmetic
+    digit by digit, as with the character tokenizer), at a fraction of the tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+                                  special_tokens=list(SPECIAL_TOKENS.values()),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    core.train_from_iterator(texts, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, **SPECIAL_TOKENS)
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def build_scratch_tokenizer(params: ScratchModelParams, texts: list[str]
+                            ) -> PreTrainedTokenizerFast:
+    if params.tokenizer == "bpe":
+        return build_bpe_tokenizer(texts, params.vocab_size)
+    return build_char_tokenizer(texts)
+
+
 def build_scratch_model(params: ScratchModelParams, tokenizer: PreTrainedTokenizerBase,
                         seed: int) -> LlamaForCausalLM:
     """A small Llama initialised from ``seed``."""
@@ -74,7 +101,7 @@ def materialize_base(cfg: ModelConfig, train_texts: list[str], out_dir: Path, se
     source = resolve_source(cfg.policy)
     out_dir.mkdir(parents=True, exist_ok=True)
     if source.kind == "scratch":
-        tokenizer = build_char_tokenizer(train_texts)
+        tokenizer = build_scratch_tokenizer(cfg.scratch, train_texts)
         model = build_scratch_model(cfg.scratch, tokenizer, seed)
     elif source.kind == "gguf":
         model, tokenizer = _load_source(source, cfg.dtype)

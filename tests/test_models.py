@@ -29,6 +29,30 @@ def test_char_tokenizer_is_one_token_per_character_and_round_trips():
     assert len(tokenizer("ab</s>")["input_ids"]) == 3
 
 
+def test_bpe_tokenizer_keeps_digits_single_words_whole_and_is_deterministic():
+    from sipf.config import ArithConfig
+    from sipf.models import build_bpe_tokenizer
+    from sipf.tasks import arith
+    from sipf.tasks.prompts import format_prompt
+
+    records = arith.generate(ArithConfig(n_train=400), "train")
+    texts = [format_prompt(r.question, "compact") for r in records] + \
+        [r.solution for r in records]
+    tokenizer = build_bpe_tokenizer(texts, 512)
+    again = build_bpe_tokenizer(list(texts), 512)
+    assert tokenizer.backend_tokenizer.to_str() == again.backend_tokenizer.to_str()
+    text = "Mia has 123+45=<<123+45=168>>168 apples.\nThe answer is 168"
+    ids = tokenizer(text)["input_ids"]
+    assert tokenizer.decode(ids) == text
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    digits = [p for p in pieces if any(c.isdigit() for c in p)]
+    assert digits == [c for c in text if c.isdigit()]  # every digit its own token
+    assert "Ġapples" in pieces and "Ġanswer" in pieces  # words whole
+    assert len(ids) < 0.6 * len(text)
+    assert tokenizer("ab</s>")["input_ids"][-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(tokenizer("Zoë ∑ unseen")["input_ids"]) == "Zoë ∑ unseen"  # bytes
+
+
 def test_resolve_source_kinds(tmp_path):
     assert resolve_source("scratch").kind == "scratch"
     assert resolve_source("HuggingFaceTB/SmolLM2-135M-Instruct").kind == "pretrained"

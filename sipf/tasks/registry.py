@@ -176,8 +176,6 @@ def load_task(cfg: PrepareConfig) -> Splits:
     training record has no gold solution (SFT would learn to write nothing)."""
     task = task_named(cfg.task)
     task.check_style(cfg.prompt_style)
-    if cfg.task == "jsonl" and not (cfg.jsonl.train and cfg.jsonl.test):
-        raise ConfigError("prepare.jsonl: `train` and `test` must both name a JSONL file")
     splits = task.load(cfg)
     check_splits(splits, task.sources(cfg))
     return splits
