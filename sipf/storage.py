@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import glob
 import json
 import os
 import shutil
@@ -64,10 +65,13 @@ def outputs_together(*paths: str | Path) -> Iterator[None]:
 
 
 def check_writable(final: str | Path) -> None:
-    """An OutputError naming ``final`` unless a file can be created beside it."""
+    """An OutputError naming ``final`` unless a file can be created beside it. Temporaries
+    that a killed run of the same stage left beside it go (nothing else writes that name)."""
     final = Path(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
+        for stale in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
         os.rmdir(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".probe", dir=final.parent))
     except OSError as err:
         raise OutputError(f"{final}: cannot write the output here "

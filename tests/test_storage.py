@@ -78,6 +78,16 @@ def test_a_stage_that_succeeds_puts_every_output_in_place(tmp_path):
     assert read_json(tmp_path / "model" / "config.json") == {"v": 1}
 
 
+def test_a_killed_runs_temporaries_are_cleared_when_the_stage_runs_again(tmp_path):
+    from sipf.storage import outputs_together
+
+    (tmp_path / ".a.parquet.x1y2.tmp").mkdir()  # what kill -9 mid-write leaves
+    (tmp_path / ".other.parquet.x1y2.tmp").mkdir()  # another output's: not ours to remove
+    with outputs_together(tmp_path / "a.parquet"):
+        write_parquet([{"x": 1}], tmp_path / "a.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.parquet.x1y2.tmp", "a.parquet"]
+
+
 def test_an_unwritable_output_is_refused_before_any_work(tmp_path):
     from sipf.errors import OutputError
     from sipf.storage import outputs_together
