@@ -3,6 +3,7 @@ and leave no process and no scratch directory behind."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -422,36 +423,23 @@ def test_introspection_hooks_are_refused(run) -> None:
         assert run(attack).reason == "crashed: PermissionError", attack
 
 
-# --- without namespaces ---------------------------------------------------------------------
+# --- without namespaces: fail closed ------------------------------------------------------
 
 
-def test_without_namespaces_the_runner_still_contains_the_program(run, monkeypatch,
-                                                                    tmp_path: Path) -> None:
-    """The fallback when unshare is refused: rlimits, the subreaper and the audit hook. As root
-    it needs a Python the throwaway uid can read, else it refuses with a sandbox error."""
-    monkeypatch.setattr(sandbox, "_NAMESPACES", False)
-    verdict = run(CORRECT)
-    if verdict.reason.startswith("sandbox error"):
-        assert os.geteuid() == 0 and "not readable" in verdict.reason
-        pytest.skip("this Python is not readable by a throwaway uid")
-    assert verdict.passed
-    late = tmp_path / "late.txt"
-    daemon = f"""
-        import os, time
-        if os.fork() == 0:
-            os.setsid()
-            if os.fork() == 0:
-                time.sleep(0.5)
-                os.mkfifo({str(late)!r})
-            os._exit(0)
-        def add_one(x):
-            return x + 1
-    """
-    assert run(daemon).passed
-    assert run("import os\nwhile True:\n    os.fork()\n").reason == "crashed: BlockingIOError"
-    assert run("import os\nos._exit(0)\n").reason == "exited early"
-    time.sleep(1)
-    assert not late.exists()
+def test_without_namespaces_nothing_is_judged(monkeypatch, tmp_path: Path) -> None:
+    """When the kernel refuses unshare, judge and judge_many raise one clear error before
+    running any program (no weaker fallback whose verdicts would mean nothing)."""
+    monkeypatch.setattr(sandbox, "_RUNNER", sandbox._RUNNER.replace(
+        "LIBC.unshare(", "LIBC.unshare(-1 | ", 1))  # invalid flags: the kernel refuses
+    monkeypatch.setattr(sandbox, "_refusal", functools.cache(sandbox._refusal.__wrapped__))
+    witness = tmp_path / "ran.txt"
+    program = f"open({str(witness)!r}, 'w').write('ran')\n"
+    with pytest.raises(sandbox.SandboxUnavailable, match=r"unshare\(.*Invalid argument.*sysctl"):
+        judge(program, TESTS, scratch_root=tmp_path)
+    with pytest.raises(sandbox.SandboxUnavailable):
+        judge_many([(program, TESTS)] * 2, workers=2)
+    assert not witness.exists()
+    assert sandbox.isolation()["namespaces"] is False
 
 
 # --- batches --------------------------------------------------------------------------------

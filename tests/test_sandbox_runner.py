@@ -1,13 +1,11 @@
 """The sandbox's child side, sipf/code/sandbox/runner.py, imported here (nothing runs on import)
 and its pure helpers called directly: the data encoding the parent decodes, the MAC'd records
-the parent parses, and what it reports of hostile exceptions and unreadable directories."""
+the parent parses, and what it reports of hostile exceptions."""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -121,26 +119,3 @@ def test_describe_survives_hostile_exceptions() -> None:
     assert runner.describe(ValueError("x" * 1000)) == ("ValueError", "x" * 300)
     assert runner.describe(ZeroDivisionError("division by zero")) == (
         "ZeroDivisionError", "division by zero")
-
-
-@pytest.fixture()
-def open_dir():
-    """A directory under /tmp that others may enter (pytest's own tmp_path sits below a 0700
-    directory, which hidden_ancestors would rightly report first)."""
-    with tempfile.TemporaryDirectory(dir="/tmp") as directory:
-        os.chmod(directory, 0o755)
-        yield Path(directory)
-
-
-def test_hidden_ancestors_are_the_topmost_unenterable_ones(open_dir: Path) -> None:
-    (open_dir / "closed" / "inner" / "lib").mkdir(parents=True)
-    (open_dir / "open" / "lib").mkdir(parents=True)
-    os.chmod(open_dir / "closed", 0o700)
-    os.chmod(open_dir / "closed" / "inner", 0o700)  # below the first: not reported
-    paths = [str(open_dir / "closed" / "inner" / "lib"), str(open_dir / "closed" / "inner"),
-             str(open_dir / "open" / "lib")]
-    assert runner.hidden_ancestors(paths) == [str(open_dir / "closed")]
-    assert runner.hidden_ancestors([str(open_dir / "open" / "lib")]) == []
-    # A path is not its own ancestor, and a missing ancestor ends the walk.
-    assert runner.hidden_ancestors([str(open_dir / "closed")]) == []
-    assert runner.hidden_ancestors([str(open_dir / "missing" / "x" / "y")]) == []

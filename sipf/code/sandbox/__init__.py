@@ -109,7 +109,17 @@ _SCOPED = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp
            ast.NamedExpr, ast.Await, ast.Yield, ast.YieldFrom)
 _RECORD_LIMIT = 4 * 1024 * 1024  # bytes of result records read from the child
 _DRAIN_S = 0.5  # how long to keep reading pipes after the tree is killed
-_NAMESPACES = True  # False: never unshare (tests use it to check the fallback)
+_ENABLE_HINT = (
+    "The sandbox needs new mount, PID, network and IPC namespaces and refuses to run programs "
+    "without them (a verdict without isolation would mean nothing). Run as root (in a "
+    "container: with CAP_SYS_ADMIN and a seccomp/AppArmor profile that allows unshare and "
+    "mount, e.g. docker run --cap-add SYS_ADMIN --security-opt seccomp=unconfined), or allow "
+    "unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1, "
+    "user.max_user_namespaces > 0, and on Ubuntu kernel.apparmor_restrict_unprivileged_userns=0.")
+
+
+class SandboxUnavailable(RuntimeError):
+    """This machine cannot give the sandbox its isolation: nothing is judged (fail closed)."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +160,20 @@ def judge(program: str, tests: Sequence[str], timeout_s: float = 3.0, memory_mb:
     caps stdout and stderr, each; ``disk_mb`` caps each written file (and the private scratch
     tmpfs); ``max_processes`` caps the program's processes plus threads, itself included (exact
     under the throwaway uid; otherwise added to our user's current count). ``scratch_root``:
-    where the scratch directory is made (default: the system temp dir)."""
+    where the scratch directory is made (default: the system temp dir).
+
+    Raises :class:`SandboxUnavailable`, before running anything, when the kernel refuses the
+    isolation (checked once per process)."""
+    _require_sandbox()
+    return _judge(program, tests, timeout_s, memory_mb, setup=setup, entry_point=entry_point,
+                  output_limit=output_limit, disk_mb=disk_mb, max_processes=max_processes,
+                  cpu_s=cpu_s, scratch_root=scratch_root)
+
+
+def _judge(program: str, tests: Sequence[str], timeout_s: float = 3.0, memory_mb: int = 512, *,
+           setup: str = "", entry_point: str | None = None, output_limit: int = 64 * 1024,
+           disk_mb: int = 16, max_processes: int = 4, cpu_s: int | None = None,
+           scratch_root: str | os.PathLike[str] | None = None) -> Verdict:
     started = time.monotonic()
     plans = [_plan_test(source, entry_point) for source in tests]
     key = secrets.token_bytes(32)
@@ -159,7 +182,7 @@ def judge(program: str, tests: Sequence[str], timeout_s: float = 3.0, memory_mb:
         uid = _throwaway_uid(scratch)
         job = {"program": program, "setup": setup, "key": key.hex(), "uid": uid,
                "scratch": str(scratch), "expose": _interpreter_dirs(),
-               "namespaces": _NAMESPACES, "entry_point": entry_point,
+               "entry_point": entry_point,
                "tests": [plan.child_spec() for plan in plans],
                "limits": {"cpu_s": cpu_s or max(1, math.ceil(timeout_s)),
                           "memory_mb": memory_mb,
@@ -180,6 +203,7 @@ def judge_many(jobs: Iterable[Job | tuple[str, Sequence[str]]], workers: int = 2
     ``options`` are :func:`judge`'s keyword arguments (limits), shared by all jobs. With
     ``workers <= 1`` the jobs run one after another in this process."""
     normalized = [job if isinstance(job, Job) else Job(job[0], tuple(job[1])) for job in jobs]
+    _require_sandbox()  # here, not in each worker: one clear error before anything runs
     if workers <= 1 or len(normalized) <= 1:
         return [_judge_job(job, options) for job in normalized]
     # spawn: the workers do not inherit this process's threads/locks (e.g. torch's).
@@ -190,20 +214,30 @@ def judge_many(jobs: Iterable[Job | tuple[str, Sequence[str]]], workers: int = 2
 
 def isolation() -> dict[str, bool]:
     """What the kernel gives the sandbox here: ``throwaway_uid`` (we are root and may use any
-    uid) and ``namespaces`` (unshare of mount/PID/net/IPC namespaces, via a user namespace
-    when not root), probed in a short-lived child."""
-    root = os.geteuid() == 0
-    flags = 0x20000 | 0x8000000 | 0x20000000 | 0x40000000 | (0 if root else 0x10000000)
-    probe = ("import ctypes, sys\n"
-             f"sys.exit(0 if ctypes.CDLL(None).unshare({flags}) == 0 else 1)\n")
-    result = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True)
+    uid) and ``namespaces`` (the whole sandbox can be set up: without it nothing is judged)."""
     with tempfile.TemporaryDirectory() as directory:
         throwaway = _throwaway_uid(Path(directory)) is not None
-    return {"throwaway_uid": throwaway, "namespaces": result.returncode == 0}
+    return {"throwaway_uid": throwaway, "namespaces": _refusal() is None}
+
+
+def _require_sandbox() -> None:
+    refusal = _refusal()
+    if refusal is not None:
+        raise SandboxUnavailable(f"the sandbox cannot be set up here: {refusal}. {_ENABLE_HINT}")
+
+
+@functools.cache
+def _refusal() -> str | None:
+    """Why the sandbox cannot be set up here (what the kernel refused), or None: a trivial job
+    run once per process, through the very setup every job goes through."""
+    verdict = _judge("", ["assert True"], timeout_s=30.0)
+    if verdict.reason.startswith("sandbox error: "):
+        return verdict.reason.removeprefix("sandbox error: ")
+    return None
 
 
 def _judge_job(job: Job, options: Mapping[str, object]) -> Verdict:
-    return judge(job.program, job.tests, setup=job.setup, entry_point=job.entry_point,
+    return _judge(job.program, job.tests, setup=job.setup, entry_point=job.entry_point,
                  **options)  # type: ignore[arg-type]
 
 
