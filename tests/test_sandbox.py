@@ -106,7 +106,7 @@ def test_entry_point_may_shadow_a_builtin(run) -> None:
     assert run(program, ["assert sum(10, 15) == 25"]).reason == "failed: TypeError at test 1"
 
 
-def test_opaque_tests_run_in_the_child(run) -> None:
+def test_check_blocks_run_in_the_parent(run) -> None:
     check = textwrap.dedent("""
         def check(candidate):
             for x in range(3):

@@ -77,6 +77,7 @@ import logging
 import math
 import multiprocessing
 import os
+import random
 import secrets
 import selectors
 import shutil
@@ -86,9 +87,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sipf.code.sandbox import runner
 
 _log = logging.getLogger(__name__)
 
@@ -140,16 +143,20 @@ class Verdict:
 class Job:
     """One program and its tests, for :func:`judge_many`. ``setup`` is trusted code run in the
     child after the program (MBPP's ``test_setup_code``); ``entry_point`` names the function
-    under test when it shadows a builtin (MBPP task 126 defines ``sum``)."""
+    under test when it shadows a builtin (MBPP task 126 defines ``sum``); ``trusted`` is trusted
+    code that tests run in the parent may use (HumanEval's original prompt: its imports and
+    helpers such as ``poly``), never the program's copy of it."""
 
     program: str
     tests: tuple[str, ...]
     setup: str = ""
     entry_point: str | None = None
+    trusted: str = ""
 
 
 def judge(program: str, tests: Sequence[str], timeout_s: float = 3.0, memory_mb: int = 512, *,
-          setup: str = "", entry_point: str | None = None, output_limit: int = 64 * 1024,
+          setup: str = "", entry_point: str | None = None, trusted: str = "",
+          output_limit: int = 64 * 1024,
           disk_mb: int = 16, max_processes: int = 4, cpu_s: int | None = None,
           scratch_root: str | os.PathLike[str] | None = None) -> Verdict:
     """Run ``program``, then ``setup``, then ``tests`` (Python statements, normally ``assert``
@@ -166,16 +173,18 @@ def judge(program: str, tests: Sequence[str], timeout_s: float = 3.0, memory_mb:
     isolation (checked once per process)."""
     _require_sandbox()
     return _judge(program, tests, timeout_s, memory_mb, setup=setup, entry_point=entry_point,
-                  output_limit=output_limit, disk_mb=disk_mb, max_processes=max_processes,
+                  trusted=trusted, output_limit=output_limit, disk_mb=disk_mb, max_processes=max_processes,
                   cpu_s=cpu_s, scratch_root=scratch_root)
 
 
 def _judge(program: str, tests: Sequence[str], timeout_s: float = 3.0, memory_mb: int = 512, *,
-           setup: str = "", entry_point: str | None = None, output_limit: int = 64 * 1024,
+           setup: str = "", entry_point: str | None = None, trusted: str = "",
+           output_limit: int = 64 * 1024,
            disk_mb: int = 16, max_processes: int = 4, cpu_s: int | None = None,
            scratch_root: str | os.PathLike[str] | None = None) -> Verdict:
     started = time.monotonic()
-    plans = [_plan_test(source, entry_point) for source in tests]
+    helpers = _defined_names(ast.parse(trusted))
+    plans = [_plan_test(source, entry_point, helpers) for source in tests]
     key = secrets.token_bytes(32)
     scratch = Path(tempfile.mkdtemp(prefix="sipf-sandbox-", dir=scratch_root)).resolve()
     try:
@@ -190,10 +199,11 @@ def _judge(program: str, tests: Sequence[str], timeout_s: float = 3.0, memory_mb
         job_path = scratch / ".job.json"
         with open(os.open(job_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
             json.dump(job, f)
-        outcome = _run_child(scratch, job_path, timeout_s, output_limit, uid)
+        serve = functools.partial(_serve, plans, trusted, entry_point)
+        outcome = _run_child(scratch, job_path, timeout_s, output_limit, uid, key, serve)
     finally:
         _remove_tree(scratch)
-    passed, reason, detail = _decide(plans, outcome, key)
+    passed, reason, detail = _decide(plans, outcome)
     return Verdict(passed, reason, round(time.monotonic() - started, 4), detail)
 
 
@@ -238,15 +248,16 @@ def _refusal() -> str | None:
 
 def _judge_job(job: Job, options: Mapping[str, object]) -> Verdict:
     return _judge(job.program, job.tests, setup=job.setup, entry_point=job.entry_point,
-                 **options)  # type: ignore[arg-type]
+                  trusted=job.trusted, **options)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------
 # Planning: split each test into probes (run in the child) and a check (run here).
 
 
-class _ProbeFailed(Exception):
-    """A probe raised in the child (or its value could not be sent back)."""
+class _ProbeFailed(BaseException):
+    """A probe or a call raised in the child, or a value could not be sent as data. A
+    BaseException, so that a test's ``except Exception`` cannot swallow it."""
 
     def __init__(self, error: str, message: str = "") -> None:
         super().__init__(error)
@@ -254,8 +265,9 @@ class _ProbeFailed(Exception):
         self.message = message
 
 
-class _ProbeMissing(Exception):
-    """The child never reported a probe: it exited or was killed before."""
+class _ProbeMissing(BaseException):
+    """The child never reported a probe or answered a call: it exited or was killed before, or
+    the run stopped (timeout, output limit, tampering)."""
 
 
 @dataclass
@@ -307,10 +319,99 @@ class _OpaqueTest:
         raise _ProbeMissing
 
 
-def _plan_test(source: str, entry_point: str | None) -> _ProbeTest | _OpaqueTest:
+@dataclass
+class _ParentTest:
+    """A test that is not plain asserts but needs nothing of the program except its entry
+    point (HumanEval's ``check(candidate)``): it runs here, with the trusted helpers and the
+    real builtins, and the entry point is a :class:`_Candidate` whose calls the child answers
+    by value. The child cannot reach the test, its helpers or its comparisons."""
+
+    source: str
+
+    def child_spec(self) -> dict[str, object]:
+        return {"serve": True}
+
+    def run(self, index: int, channel: _Channel, trusted: str,
+            entry_point: str) -> tuple[str, str] | None:
+        """None if the test passes, else (reason, detail); raises _ProbeMissing."""
+        scope: dict[str, object] = {"__name__": "__main__", "__builtins__": builtins}
+        state = random.getstate()  # tests may draw from `random`: keep our process's stream
+        try:
+            exec(compile(trusted, "<trusted>", "exec"), scope)  # noqa: S102 - dataset code
+            scope[entry_point] = _Candidate(channel, index)
+            exec(compile(self.source, "<test>", "exec"), scope)  # noqa: S102 - our test
+        except _ProbeFailed as failure:
+            return _error_reason(failure.error, f"at test {index + 1}"), failure.message
+        except Exception as error:  # the test failed on the program's values
+            return f"failed: {type(error).__name__} at test {index + 1}", str(error)[:300]
+        finally:
+            random.setstate(state)
+        return None
+
+    def outcome(self, index: int, records: _Records) -> tuple[str, str] | None:
+        if index not in records.parent:
+            raise _ProbeMissing
+        return records.parent[index]
+
+
+def _serve(plans: Sequence[_ProbeTest | _ParentTest | _OpaqueTest], trusted: str,
+           entry_point: str, channel: _Channel) -> None:
+    """Run the parent tests in order while the child runs, until one does not pass."""
+    for index, plan in enumerate(plans):
+        if isinstance(plan, _ParentTest):
+            result = plan.run(index, channel, trusted, entry_point)
+            channel.records.parent[index] = result
+            if result is not None:
+                return
+            channel.send([index, None])  # the test is over: the child goes on
+
+
+class _Candidate:
+    """The entry point, as a parent test sees it: a call sends its arguments to the child as
+    data, and returns the child's result as data (or raises _ProbeFailed)."""
+
+    def __init__(self, channel: _Channel, test: int) -> None:
+        self._channel = channel
+        self._test = test
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        return self._channel.call(self._test, args, kwargs)
+
+
+def _names(tree: ast.AST, kinds: tuple[type, ...]) -> set[str]:
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)
+            and isinstance(node.ctx, kinds)}
+
+
+def _used_names(tree: ast.AST) -> set[str]:
+    return _names(tree, (ast.Load,))
+
+
+def _defined_names(tree: ast.AST) -> set[str]:
+    """Every name the code binds anywhere (assignments, defs, parameters, imports, except)."""
+    names = _names(tree, (ast.Store, ast.Del))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+    return names
+
+
+def _plan_test(source: str, entry_point: str | None,
+               helpers: set[str]) -> _ProbeTest | _ParentTest | _OpaqueTest:
+    """A probe test if it is plain asserts; else a parent test if the only program name it
+    needs is the entry point (``helpers``: names the trusted code defines); else opaque."""
     tree = ast.parse(source)
     if not tree.body or not all(isinstance(node, ast.Assert) for node in tree.body) or any(
             isinstance(node, _SCOPED) for node in ast.walk(tree)):
+        free = _used_names(tree) - _defined_names(tree) - helpers - set(dir(builtins))
+        if entry_point is not None and free <= {entry_point}:
+            return _ParentTest(source)
         return _OpaqueTest(source)
     plan = _ProbeTest([])
     rewriter = _ProbeRewriter(entry_point, plan)
@@ -393,14 +494,7 @@ class _ProbeValues(Mapping[str, object]):
         record = self.records.probes.get((self.test, int(name.removeprefix("_sipf_probe_"))))
         if record is None:
             raise _ProbeMissing
-        if "value" in record:
-            try:
-                return _decode(record["value"])
-            except (ValueError, TypeError, KeyError, RecursionError):
-                raise _ProbeFailed("unsupported result") from None
-        if "unsupported" in record:
-            raise _ProbeFailed(f"unsupported result ({record['unsupported']})")
-        raise _ProbeFailed(str(record.get("error")), str(record.get("message", "")))
+        return _value(record)
 
     def __iter__(self) -> Iterator[str]:
         return iter(())
@@ -409,23 +503,16 @@ class _ProbeValues(Mapping[str, object]):
         return 0
 
 
-def _decode(value: object) -> object:
-    """The inverse of the runner's ``encode``: tagged JSON back to plain Python data."""
-    if not isinstance(value, dict):
-        return value
-    (tag, body), = value.items()
-    if tag == "I":
-        return int(body, 16)
-    if tag == "C":
-        return complex(*body)
-    if tag == "B":
-        return bytes.fromhex(body)
-    if tag == "Y":
-        return bytearray.fromhex(body)
-    if tag == "D":
-        return {_decode(k): _decode(v) for k, v in body}
-    items = [_decode(item) for item in body]
-    return {"L": list, "T": tuple, "S": set, "F": frozenset}[tag](items)
+def _value(record: dict) -> object:
+    """The value a probe or call record reports, decoded; raises _ProbeFailed for an error."""
+    if "value" in record:
+        try:
+            return runner.decode(record["value"])
+        except (ValueError, TypeError, KeyError, RecursionError):
+            raise _ProbeFailed("unsupported result") from None
+    if "unsupported" in record:
+        raise _ProbeFailed(f"unsupported result ({record['unsupported']})")
+    raise _ProbeFailed(str(record.get("error")), str(record.get("message", "")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,45 +521,61 @@ def _decode(value: object) -> object:
 
 # The fields each kind of result record has, exactly (anything else is tampering).
 _SHAPES = [{"probe", "value"}, {"probe", "error", "message"}, {"probe", "unsupported"},
+           {"call", "value"}, {"call", "error", "message"}, {"call", "unsupported"},
            {"test", "ok"}, {"test", "error", "message"}, {"stage", "error", "message"},
            {"setup_error"}, {"done"}]
 
 
 @dataclass
 class _Records:
-    """The authenticated result records of one run."""
+    """The authenticated result records of one run, read as they arrive (:meth:`feed`), and
+    the outcomes of the tests run in the parent."""
 
+    key: bytes
     probes: dict[tuple[int, int], dict] = field(default_factory=dict)
+    calls: dict[tuple[int, int], dict] = field(default_factory=dict)
+    parent: dict[int, tuple[str, str] | None] = field(default_factory=dict)
     test_ok: set[int] = field(default_factory=set)
     test_errors: dict[int, tuple[str, str]] = field(default_factory=dict)
     stage_error: tuple[str, str, str] | None = None  # (stage, error, message)
     setup_error: str | None = None
     done: bool = False
     tampered: bool = False
+    read: int = 0  # bytes of the record stream parsed so far
 
     @classmethod
     def parse(cls, data: bytes, key: bytes) -> _Records:
-        """Lines ``<mac> <json>``; a line whose MAC, JSON or shape is wrong marks tampering."""
-        records = cls()
-        for line in data.split(b"\n")[:-1]:  # a last line without newline was cut by a kill
+        records = cls(key)
+        records.feed(data)
+        return records
+
+    def feed(self, data: bytes | bytearray) -> None:
+        """Parse the complete lines ``<mac> <json>`` of ``data`` (the whole stream so far) not
+        parsed yet; a line whose MAC, JSON or shape is wrong marks tampering. A last line
+        without newline waits for more (or was cut by a kill)."""
+        end = data.rfind(b"\n") + 1
+        for line in bytes(data[self.read:end]).split(b"\n")[:-1]:
             mac, _, text = line.partition(b" ")
-            expected = hashlib.blake2b(text, key=key, digest_size=16).hexdigest().encode()
+            expected = hashlib.blake2b(text, key=self.key, digest_size=16).hexdigest().encode()
             try:
                 if not hmac.compare_digest(mac, expected):
                     raise ValueError("bad MAC")
                 record = json.loads(text, object_pairs_hook=_unique_keys)
                 if set(record) not in _SHAPES:
                     raise ValueError("bad shape")
-                records.add(record)
+                self.add(record)
             except (ValueError, TypeError, RecursionError):
-                records.tampered = True
-        return records
+                self.tampered = True
+        self.read = max(self.read, end)
 
     def add(self, record: dict) -> None:
         # First record wins: a duplicate can only come from a forked copy of the runner.
         if "probe" in record:
             test, probe = record["probe"]
             self.probes.setdefault((int(test), int(probe)), record)
+        elif "call" in record:
+            test, number = record["call"]
+            self.calls.setdefault((int(test), int(number)), record)
         elif "test" in record:
             if "error" in record:
                 self.test_errors.setdefault(int(record["test"]),
@@ -501,18 +604,18 @@ class _Outcome:
     returncode: int
     timed_out: bool
     output_limited: bool
-    records: bytes
+    records: _Records
     stderr: bytes
 
 
-def _decide(plans: Sequence[_ProbeTest | _OpaqueTest], outcome: _Outcome,
-            key: bytes) -> tuple[bool, str, str]:
+def _decide(plans: Sequence[_ProbeTest | _ParentTest | _OpaqueTest],
+            outcome: _Outcome) -> tuple[bool, str, str]:
     stderr_tail = outcome.stderr[-500:].decode(errors="replace")
     if outcome.timed_out:
         return False, "timeout", ""
     if outcome.output_limited:
         return False, "output limit", ""
-    records = _Records.parse(outcome.records, key)
+    records = outcome.records
     if records.tampered:
         return False, "tampered", "a result record that the runner did not write"
     if records.setup_error is not None:
@@ -559,29 +662,43 @@ def _exit_reason(returncode: int) -> str:
 
 
 def _run_child(scratch: Path, job_path: Path, timeout_s: float, output_limit: int,
-               uid: int | None) -> _Outcome:
-    read_end, write_end = os.pipe()
+               uid: int | None, key: bytes, serve: Callable[[_Channel], None]) -> _Outcome:
+    """Run the child; while it runs, ``serve`` runs the parent tests over a :class:`_Channel`.
+    The deadline covers both."""
+    read_end, write_end = os.pipe()  # records, child to parent
+    calls_read, calls_write = os.pipe()  # call requests, parent to child
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(scratch), "TMPDIR": str(scratch),
            "LANG": "C.UTF-8"}
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _RUNNER, str(job_path), str(write_end)],
+            [sys.executable, "-I", "-S", "-c", _RUNNER, str(job_path), str(write_end),
+             str(calls_read)],
             cwd=scratch, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, pass_fds=(write_end,), start_new_session=True)
+            stderr=subprocess.PIPE, pass_fds=(write_end, calls_read), start_new_session=True)
     except BaseException:
         os.close(read_end)
+        os.close(calls_write)
         raise
     finally:
         os.close(write_end)
+        os.close(calls_read)
     assert proc.stdout is not None and proc.stderr is not None
     out, err = proc.stdout.fileno(), proc.stderr.fileno()
     pipes = _Pipes({out: output_limit, err: output_limit, read_end: _RECORD_LIMIT})
-    timed_out = False
+    records = _Records(key)
     try:
         with _ExitWatch(proc.pid) as watch:
-            deadline = time.monotonic() + timeout_s
-            while not watch.exited() and not pipes.over_limit:
-                remaining = deadline - time.monotonic()
+            channel = _Channel(pipes, read_end, calls_write, watch, records,
+                               time.monotonic() + timeout_s)
+            try:
+                serve(channel)
+            except _ProbeMissing:
+                pass  # the child stopped answering: what it did is in the records and status
+            os.close(calls_write)  # end of file: the child stops waiting for calls
+            calls_write = -1
+            timed_out = channel.timed_out
+            while not timed_out and not watch.exited() and not pipes.over_limit:
+                remaining = channel.deadline - time.monotonic()
                 if remaining <= 0:
                     timed_out = True
                     break
@@ -593,12 +710,67 @@ def _run_child(scratch: Path, job_path: Path, timeout_s: float, output_limit: in
         if proc.returncode is None:
             _kill_tree(proc.pid, uid)
             proc.wait()
+        if calls_write >= 0:
+            os.close(calls_write)
         pipes.close()
         os.close(read_end)
         proc.stdout.close()
         proc.stderr.close()
-    return _Outcome(proc.returncode, timed_out, pipes.over_limit, bytes(pipes.data[read_end]),
-                    bytes(pipes.data[err]))
+    records.feed(pipes.data[read_end])
+    return _Outcome(proc.returncode, timed_out, pipes.over_limit, records, bytes(pipes.data[err]))
+
+
+class _Channel:
+    """The parent's side of a running child for the parent tests: :meth:`call` sends a call of
+    the entry point as data and waits for the child's answer, within the job's deadline."""
+
+    def __init__(self, pipes: _Pipes, records_fd: int, calls_fd: int, watch: _ExitWatch,
+                 records: _Records, deadline: float) -> None:
+        self.pipes, self.records_fd, self.calls_fd = pipes, records_fd, calls_fd
+        self.watch, self.records, self.deadline = watch, records, deadline
+        self.timed_out = False
+        self.exited = False  # the child has exited and everything it wrote has been read
+        self.sent = 0
+        os.set_blocking(calls_fd, False)
+
+    def call(self, test: int, args: tuple, kwargs: dict) -> object:
+        number = self.sent
+        self.sent += 1
+        try:
+            request = [test, number, runner.encode(list(args)), runner.encode(kwargs)]
+        except (TypeError, ValueError, RecursionError) as error:
+            raise _ProbeFailed(f"unsupported argument ({error})",
+                               "the test passed a value that cannot be sent as data") from None
+        self.send(request)
+        while (test, number) not in self.records.calls:
+            self.wait()
+        return _value(self.records.calls[(test, number)])
+
+    def send(self, request: list) -> None:
+        data = memoryview(json.dumps(request).encode() + b"\n")
+        while data:
+            try:
+                data = data[os.write(self.calls_fd, data):]
+            except BlockingIOError:
+                self.wait(0.01)  # the child is not reading yet (still on earlier tests)
+            except BrokenPipeError:
+                raise _ProbeMissing from None
+
+    def wait(self, at_most: float = 1.0) -> None:
+        """Read what the child sends for up to ``at_most`` s; raise _ProbeMissing once it can
+        no longer answer: exited, over a limit, tampering, or past the deadline."""
+        if self.records.tampered or self.pipes.over_limit or self.exited:
+            raise _ProbeMissing
+        if self.watch.exited():  # read its last records; the caller looks at them once more
+            self.pipes.drain(_DRAIN_S)
+            self.exited = True
+        else:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                self.timed_out = True
+                raise _ProbeMissing
+            self.pipes.pump(min(remaining, at_most, self.watch.poll_s), self.watch.fd)
+        self.records.feed(self.pipes.data[self.records_fd])
 
 
 class _Pipes:

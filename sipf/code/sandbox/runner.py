@@ -229,7 +229,9 @@ def install_guards(scratch):
 
 def encode(value, depth=0):
     """Plain data as tagged JSON. Subclasses are read through their base type's own methods, so
-    overridden __eq__/__iter__/__repr__ do not matter. Raises TypeError for anything else."""
+    overridden __eq__/__iter__/__repr__ do not matter. An iterator (a generator, map, filter)
+    goes as the list of what it yields, to be read back as an iterator over that list. Raises
+    TypeError for anything else."""
     kind = type(value)
     if depth > 100:
         raise TypeError("nested too deeply")
@@ -254,13 +256,37 @@ def encode(value, depth=0):
     for base, tag in ((list, "L"), (tuple, "T"), (set, "S"), (frozenset, "F")):
         if issubclass(kind, base):
             return {tag: [encode(item, depth + 1) for item in base.__iter__(value)]}
+    if hasattr(kind, "__next__") and hasattr(kind, "__iter__"):
+        return {"G": [encode(item, depth + 1) for item in value]}
     raise TypeError(kind.__name__)
+
+
+def decode(value):
+    """The inverse of `encode`: tagged JSON back to plain Python data (the parent decodes
+    results with it, the child a proxied call's arguments)."""
+    if not isinstance(value, dict):
+        return value
+    (tag, body), = value.items()
+    if tag == "I":
+        return int(body, 16)
+    if tag == "C":
+        return complex(*body)
+    if tag == "B":
+        return bytes.fromhex(body)
+    if tag == "Y":
+        return bytearray.fromhex(body)
+    if tag == "D":
+        return {decode(k): decode(v) for k, v in body}
+    items = [decode(item) for item in body]
+    if tag == "G":
+        return iter(items)
+    return {"L": list, "T": tuple, "S": set, "F": frozenset}[tag](items)
 
 
 def main():
     os.umask(0o022)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    job_path, fd = sys.argv[1], int(sys.argv[2])
+    job_path, fd, calls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     with open(job_path) as f:
         job = json.load(f)
     os.unlink(job_path)
@@ -280,7 +306,7 @@ def main():
     except (SetupError, OSError) as error:
         emit('"setup_error": ' + json.dumps(str(error)))
         os._exit(3)
-    run(job, emit)
+    run(job, emit, make_reader(calls))
 
 
 def make_emitter(fd, key):
@@ -295,6 +321,25 @@ def make_emitter(fd, key):
     return emit
 
 
+def make_reader(fd):
+    """A function returning the next request line from the parent (decoded JSON), None at end
+    of file. Bound now, like the emitter. A program may read requests itself: that only loses
+    it calls it would have been asked to answer."""
+    read, loads, bytes = os.read, json.loads, builtins.bytes
+    buffer = bytearray()
+
+    def next_request():
+        while b"\n" not in buffer:
+            chunk = read(fd, 65536)
+            if not chunk:
+                return None
+            buffer.extend(chunk)
+        line, _, rest = bytes(buffer).partition(b"\n")
+        buffer[:] = rest
+        return loads(line)
+    return next_request
+
+
 def describe(error, str=str, type=type, BaseException=BaseException):
     """(type name, message) of an exception raised by program code, defensively."""
     try:
@@ -303,10 +348,31 @@ def describe(error, str=str, type=type, BaseException=BaseException):
         return "Exception", ""
 
 
-def run(job, emit, exec=exec, compile=compile, eval=eval, enumerate=enumerate,
+def report(head, compute, emit, BaseException=BaseException, dumps=json.dumps,
+           describe=describe, encode=encode, TypeError=TypeError, ValueError=ValueError,
+           RecursionError=RecursionError):
+    """Emit `head` + the value of `compute()` as data, or the exception it raised, or why the
+    value is not data."""
+    try:
+        value = compute()
+    except BaseException as error:
+        kind, message = describe(error)
+        emit(head + '"error": ' + dumps(kind) + ', "message": ' + dumps(message))
+        return
+    try:
+        text = dumps(encode(value))
+    except (TypeError, ValueError, RecursionError) as error:
+        emit(head + '"unsupported": ' + dumps(describe(error)[1][:100]))
+        return
+    except BaseException as error:  # e.g. MemoryError while encoding
+        emit(head + '"error": ' + dumps(describe(error)[0]) + ', "message": ""')
+        return
+    emit(head + '"value": ' + text)
+
+
+def run(job, emit, next_request, exec=exec, compile=compile, eval=eval, enumerate=enumerate,
         BaseException=BaseException, dumps=json.dumps, describe=describe, _import=__import__,
-        _exit=os._exit, encode=encode, TypeError=TypeError, ValueError=ValueError,
-        RecursionError=RecursionError):
+        _exit=os._exit, report=report, decode=decode, NameError=NameError):
     """Run the program, the setup and the tests; report; exit. The keyword defaults bind every
     name this uses before program code runs: a program that patches builtins or this module's
     globals cannot change what the loop below does (only the values it reports)."""
@@ -323,6 +389,16 @@ def run(job, emit, exec=exec, compile=compile, eval=eval, enumerate=enumerate,
                  + dumps(message))
             _exit(0)
     for index, test in enumerate(job["tests"]):
+        if "serve" in test:
+            # The test runs in the parent; answer its calls of the entry point, by value,
+            # until it says the test is over ([index, null]) or closes the pipe.
+            while (request := next_request()) is not None and request[1] is not None:
+                def call(request=request):
+                    if entry_point not in namespace:
+                        raise NameError(f"name {entry_point!r} is not defined")
+                    return namespace[entry_point](*decode(request[2]), **decode(request[3]))
+                report('"call": [%d, %d], ' % (index, request[1]), call, emit)
+            continue
         if "code" in test:
             # The program's names, but not ones shadowing builtins (`def abs(x): return 0`).
             scope = {name: value for name, value in namespace.items()
@@ -339,28 +415,13 @@ def run(job, emit, exec=exec, compile=compile, eval=eval, enumerate=enumerate,
                 emit('"test": %d, "ok": true' % index)
             continue
         for number, probe in enumerate(test["probes"]):
-            head = '"probe": [%d, %d], ' % (index, number)
-            scope = {"__builtins__": pristine}
-            try:
+            def evaluate(probe=probe):
+                scope = {"__builtins__": pristine}
                 for name in probe["modules"]:
                     scope[name] = _import(name)
-                for name in probe["names"]:
-                    if name in namespace:
-                        scope[name] = namespace[name]
-                value = eval(probe["expr"], scope)
-            except BaseException as error:
-                kind, message = describe(error)
-                emit(head + '"error": ' + dumps(kind) + ', "message": ' + dumps(message))
-                continue
-            try:
-                text = dumps(encode(value))
-            except (TypeError, ValueError, RecursionError) as error:
-                emit(head + '"unsupported": ' + dumps(describe(error)[1][:100]))
-                continue
-            except BaseException as error:  # e.g. MemoryError while encoding
-                emit(head + '"error": ' + dumps(describe(error)[0]) + ', "message": ""')
-                continue
-            emit(head + '"value": ' + text)
+                scope.update({n: namespace[n] for n in probe["names"] if n in namespace})
+                return eval(probe["expr"], scope)
+            report('"probe": [%d, %d], ' % (index, number), evaluate, emit)
     emit('"done": true')
     _exit(0)  # no atexit handlers, no flushing of whatever the program made of stdout
 
