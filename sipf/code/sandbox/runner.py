@@ -129,7 +129,7 @@ def enter_root(job):
     holding the view is then made read-only, so only the tmpfs mounts stay writable."""
     root = job["scratch"]
     try:  # a /proc that shows only this namespace (refused in some containers: then none)
-        mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        mount("proc", root + "/proc", "proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     except SetupError:
         pass
     os.chdir(root)
