@@ -467,3 +467,27 @@ def test_mbpp_reference_solutions_pass(shared_data: Path) -> None:
 
 def test_isolation_reports_what_the_kernel_gives() -> None:
     assert set(sandbox.isolation()) == {"throwaway_uid", "namespaces"}
+
+
+def test_the_user_namespace_path_works(run, monkeypatch) -> None:
+    """What a non-root user gets (a new user namespace, our own uid, mounts whose flags the
+    parent namespace locked), exercised here even as root: the view is built, writes outside
+    the private tmpfs fail, a check block runs."""
+    if os.geteuid() != 0:
+        pytest.skip("this already runs as non-root: every other test covers the path")
+    monkeypatch.setattr(sandbox, "_RUNNER", sandbox._RUNNER.replace(
+        "root = os.geteuid() == 0", "root = False", 1))
+    monkeypatch.setattr(sandbox, "_throwaway_uid", lambda scratch: None)
+    assert run(CORRECT).passed
+    program = """
+        import os
+        def add_one(x):
+            try:
+                os.mkfifo("/etc/sipf-user-namespace")
+            except OSError:
+                return x + 1
+            return 0
+    """
+    check = "def check(candidate):\n    assert candidate(1) == 2\ncheck(add_one)\n"
+    assert run(program, [check], entry_point="add_one").passed
+    assert not os.path.exists("/etc/sipf-user-namespace")

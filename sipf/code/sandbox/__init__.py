@@ -1,66 +1,78 @@
 """Run untrusted, model-written Python programs against our tests and return a verdict.
 
 ``judge(program, tests)`` runs a program in its own fresh interpreter (``python -I -S`` in a new
-session, cwd/HOME/TMPDIR a private scratch directory that is removed afterwards) and returns a
-:class:`Verdict`; ``judge_many`` judges a batch on a pool of worker processes. Linux only,
-standard library only. This package is the parent side; the child side is ``runner.py``, whose
-text the child runs (``python -I -S -c``) without importing anything from sipf.
+session, cwd/HOME/TMPDIR a private scratch directory) and returns a :class:`Verdict`;
+``judge_many`` judges a batch on a pool of worker processes. Linux only, standard library
+only. This package is the parent side; the child side is ``runner.py``, whose text the child
+runs (``python -I -S -c``) without importing anything from sipf.
 
-Threat model: the program is hostile. It may loop, fork-bomb, eat memory, flood output, touch
-files, open sockets, signal its parent, exit early, patch builtins, print "passed" or try to
-forge the result. Our tests and ``setup`` code are trusted. The defences, strongest first:
+Threat model: the program is hostile. It may loop, fork-bomb, eat memory, flood output, write
+or read files through any call (``ctypes`` included), open sockets, signal its parent, exit
+early, patch builtins, modules or the test's helpers, walk the stack to the runner, print
+"passed" or try to forge the result. Our tests, ``setup`` code and ``trusted`` code are
+trusted. The defences, strongest first:
 
 1. **Comparisons never run in the sandbox** (how a verdict is made unforgeable). Each
    ``assert`` test is split by its AST: every smallest sub-expression that uses a program name
    (``f(3)``; with a builtin wrapper, ``sorted(f(3))``; in a truth context, ``bool(f(3))``) is
    a *probe*, evaluated in the child; only its value comes back, as plain data (None, bool,
    int, float, complex, str, bytes, list, tuple, dict, set; subclasses read through their base
-   type, so an always-true ``__eq__`` is not carried over). The parent evaluates the rest of the
-   assert (``== 8``, ``math.isclose(_, 1.5)``, ``set((4, 5))``) itself with the real builtins:
-   the expected values never enter the sandbox, so patching ``AssertionError`` or builtins,
-   catching the assert, ``sys.exit(0)``, ``atexit`` or printing a marker cannot turn a wrong
-   answer into a pass; the only way to pass is to produce the right values. Tests that are not
-   plain asserts (a HumanEval ``check(candidate)`` block, comprehensions, lambdas) are *opaque*:
-   they run in the child and pass by the runner's "ok" record. That is weaker: a program that
-   walks the stack (``sys._getframe().f_back``) can reach the runner's secret; prefer asserts.
+   type, so an always-true ``__eq__`` is not carried over; an iterator as the list it yields,
+   read back as an iterator). The parent evaluates the rest of the assert (``== 8``,
+   ``math.isclose(_, 1.5)``) itself with the real builtins. A test that is not plain asserts
+   but needs nothing of the program except its entry point (HumanEval's ``check(candidate)``
+   block) is a *parent test*: it runs here, in a fresh namespace with the real builtins and
+   the job's ``trusted`` code (HumanEval's original prompt: its imports and helpers such as
+   ``poly``, ``encode_cyclic``), and ``candidate`` is a proxy: each call sends its arguments to
+   the child as data, the child calls the program's function and sends the result back by
+   value. So patching ``math``, ``abs``, the helpers or ``check`` in the child, catching the
+   assert, ``sys.exit(0)``, ``atexit``, printing a marker or result objects with a faked
+   ``__eq__``/``__sub__`` cannot turn a wrong answer into a pass: the only way to pass is to
+   produce the right values. Arguments that are not data fail the test as "unsupported
+   argument". Only a test that needs other program names (none in MBPP or HumanEval) is
+   *opaque*: it runs in the child and passes by the runner's "ok" record, which a program that
+   walks the stack to the runner's key can forge.
 2. **Result records are authenticated.** The child reports on a pipe of its own (not stdout),
-   one ``<mac> <json>`` line per result, MAC'd with a per-job BLAKE2b key. The key reaches the
-   runner in a job file that it reads and deletes before any program code runs; it is kept in
-   a closure and never written to any fd, so a program that redirects the pipe sees MACs but
-   cannot make new ones. Every callable the runner uses after program code has started is
-   bound beforehand, so patching builtins or modules can change at most the values it reports
-   (answers, which the parent checks), not which results it reports. A bad MAC, bad JSON or an
-   unexpected record shape fails the job as "tampered".
-3. **The kernel contains the process**, whatever it does: RLIMIT_CPU, RLIMIT_AS (memory),
-   RLIMIT_FSIZE (per file), RLIMIT_NOFILE, RLIMIT_CORE=0, RLIMIT_NPROC (processes + threads),
-   ``PR_SET_NO_NEW_PRIVS`` and no capabilities; a wall-clock timeout that kills the whole tree;
-   capped reads of stdout, stderr and results. A trusted supervisor process stays between us
-   and the program as a *child subreaper*, so even double-forked, ``setsid`` daemons are
-   re-parented to it and killed. Where the kernel allows it (root, or unprivileged user
-   namespaces) the program also gets new namespaces: **network** (only a down loopback),
-   **PID** (it cannot see or signal anything outside, and everything in it dies with it),
-   **IPC** and **mount** (private tmpfs on /tmp, /var/tmp, /dev/shm and on the scratch dir).
-   **As root** it also runs as a random throwaway uid that owns nothing, so the kernel refuses
-   its writes and deletes outside scratch and its signals to our processes, and enforces
-   ``max_processes`` exactly (RLIMIT_NPROC does not apply to uid 0). The interpreter's
-   directories are bind-mounted back if they sit under one that uid cannot enter (a pyenv in
-   /root), and the rest of that directory is hidden.
-4. **An audit hook** (``sys.addaudithook``; Python code cannot remove it) refuses sockets,
-   running programs (exec/spawn/system/subprocess), ctypes, new audit hooks, settrace and
-   setprofile, gc referrer walks, ``sys._current_frames``, signals to other processes, opening
-   ``/proc/*/mem``, and writing, removing, renaming or chmod-ing paths outside scratch. This is
-   defence in depth: a determined program can get round pure-Python guards, so it is only
-   relied on where the kernel cannot help (below).
+   one ``<mac> <json>`` line per result, MAC'd with a per-job BLAKE2b key that the runner reads
+   from a job file and deletes before any program code runs. Every callable the runner uses
+   after program code has started is bound beforehand. A bad MAC, bad JSON or an unexpected
+   record shape fails the job as "tampered". (A program that walks the stack can still find
+   the key; with probes and parent tests that only lets it report values it could have
+   returned.)
+3. **The kernel contains the process**, whatever it does. The child gets new **mount, PID,
+   network** (a down loopback) and **IPC** namespaces (in a new user namespace when not root),
+   and a filesystem view built for it (``runner.build_root``): a fresh tmpfs root holding only
+   read-only binds of the system directories (/usr, /etc, /bin, /lib...), the interpreter's
+   standard library (its site-packages replaced by an empty read-only tmpfs), five devices
+   (null, zero, full, random, urandom), a read-only /proc of its own PID namespace, and empty
+   size-limited private tmpfs on /tmp, /var/tmp, /dev/shm and the scratch dir, the only
+   writable places. The runner enters it with ``pivot_root`` and detaches the old root, so
+   writes by any call (mkfifo, mknod, AF_UNIX bind, sqlite3, ctypes...) land in tmpfs that
+   vanish with the job, and nothing else exists there to read: not the project, the
+   benchmark data, home directories, caches or third-party packages. **As root** it also runs
+   as a random throwaway uid that owns nothing (the kernel refuses its signals to our
+   processes and enforces ``max_processes`` exactly: RLIMIT_NPROC does not apply to uid 0).
+   Then RLIMIT_CPU, RLIMIT_AS (memory), RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_CORE=0,
+   RLIMIT_NPROC, ``PR_SET_NO_NEW_PRIVS`` and no capabilities; a wall-clock timeout over the
+   whole job (parent tests included) that kills the whole tree; capped reads of stdout,
+   stderr and results. A trusted supervisor process stays between us and the program as a
+   *child subreaper* outside the PID namespace; when the namespace's init exits, the kernel
+   kills every process in it.
+4. **An audit hook** (``sys.addaudithook``) refuses sockets, running programs, ctypes, new
+   audit hooks, settrace/setprofile, gc referrer walks, ``sys._current_frames``, signals to
+   other processes, ``/proc/*/mem`` and writes outside scratch. Defence in depth only: the
+   tests check every containment above with the hook removed.
 
-Not enforced, by mode. Non-root with user namespaces: the program runs as our uid (inside its
-own user, mount, PID and net namespaces), so files of ours that are visible there (outside
-/tmp, /var/tmp, /dev/shm) are protected only by the audit hook; RLIMIT_NPROC is our user's
-current task count + ``max_processes``. Non-root without them (``unshare`` refused): no network
-namespace (sockets: audit hook only), no PID namespace (signals to our processes: audit hook
-only; the subreaper and the process group still catch every descendant unless the program
-kills the supervisor first), no private /tmp. :func:`isolation` reports what this machine
-gives. Results that are not plain data (class instances, generators not wrapped in a builtin
-like ``list``) fail as "unsupported result", unless the test only needs their truth value.
+**Fail closed.** Where the kernel refuses the namespaces or the mounts, :func:`judge` and
+:func:`judge_many` raise :class:`SandboxUnavailable` before running anything, naming what was
+refused and how to allow it (checked once per process by judging a trivial job); there is no
+weaker fallback. Not enforced: non-root, the program runs as our uid in its user namespace
+(only what the view shows is reachable, all read-only but the tmpfs) and RLIMIT_NPROC is our
+user's current task count + ``max_processes``. A parent test's own computation on the
+program's values runs in our process, bounded by the data's size cap (4 MB) but checked against
+the deadline only at each call. Mutations of an argument by the program are not seen by the
+test (the child has a copy). Results that are not plain data or iterators (class instances)
+fail as "unsupported result", unless an assert only needs their truth value.
 """
 
 from __future__ import annotations
@@ -128,7 +140,8 @@ class SandboxUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class Verdict:
     """The outcome of one program: ``reason`` is "passed", "failed: AssertionError at test 2"
-    (tests count from 1), "failed: ZeroDivisionError at test 1", "timeout", "memory",
+    (tests count from 1), "failed: ZeroDivisionError at test 1", "failed: unsupported result
+    (X) at test 1", "failed: unsupported argument (X) at test 1", "timeout", "memory",
     "output limit", "exited early", "crashed: NameError", "crashed: signal SIGSEGV",
     "tampered", or "sandbox error: ..."; ``detail`` is a short human hint (the failing test,
     an exception message)."""
@@ -922,7 +935,7 @@ def _remove_tree(path: Path) -> None:
 @functools.cache
 def _interpreter_dirs() -> list[str]:
     """The directories the child interpreter imports from (stdlib, lib-dynload), asked of it
-    once: with a throwaway uid they must be reachable, see the runner's private_filesystem."""
+    once: the only directories of it that the child's view holds (see the runner's build_root)."""
     command = [sys.executable, "-I", "-S", "-c", "import sys; print('\\n'.join(sys.path))"]
     paths = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return [os.path.realpath(p) for p in paths.splitlines() if os.path.isdir(p)]
