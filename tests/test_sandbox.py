@@ -118,6 +118,26 @@ def test_check_blocks_run_in_the_parent(run) -> None:
         "failed: AssertionError at test 1"
 
 
+CHECK = "def check(candidate):\n    for x in range(3):\n        assert candidate(x) == x + 1\n" \
+        "check(add_one)\n"
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ("    while True:\n        pass\n", "timeout"),
+    ("    import os\n    os._exit(0)\n", "exited early"),
+    ("    import sys\n    sys.exit(0)\n", "exited early"),
+    ("    return bytearray(10**10)\n", "memory"),
+    ("    raise ValueError('no')\n", "failed: ValueError at test 1"),
+    ("    return 'x' * 6_000_000\n", "output limit"),
+])
+def test_a_check_block_when_the_program_misbehaves_mid_call(run, body: str,
+                                                             reason: str) -> None:
+    verdict = run("def add_one(x):\n" + body, [CHECK], entry_point="add_one", timeout_s=2.0,
+                  memory_mb=256)
+    assert verdict.reason == reason, verdict
+    assert verdict.seconds < 6
+
+
 def test_setup_code_runs_after_the_program(run) -> None:
     program = "class Box:\n    def __init__(self, v): self.v = v\ndef unbox(b): return b.v\n"
     assert run(program, ["assert unbox(box) == 3"], setup="box = Box(3)").passed

@@ -169,13 +169,14 @@ class Job:
 
 def judge(program: str, tests: Sequence[str], timeout_s: float = 3.0, memory_mb: int = 512, *,
           setup: str = "", entry_point: str | None = None, trusted: str = "",
-          output_limit: int = 64 * 1024,
-          disk_mb: int = 16, max_processes: int = 4, cpu_s: int | None = None,
-          scratch_root: str | os.PathLike[str] | None = None) -> Verdict:
+          output_limit: int = 64 * 1024, disk_mb: int = 16, max_processes: int = 4,
+          cpu_s: int | None = None, scratch_root: str | os.PathLike[str] | None = None) -> Verdict:
     """Run ``program``, then ``setup``, then ``tests`` (Python statements, normally ``assert``
-    lines) in a fresh sandboxed interpreter.
+    lines) in a fresh sandboxed interpreter. A test that is not plain asserts and needs only
+    ``entry_point`` (HumanEval's ``check`` block) runs here instead, after ``trusted`` code
+    (the helpers it may use), calling the program's function in the child by value.
 
-    ``timeout_s`` is wall clock for the whole child, start-up included; ``cpu_s`` its CPU time
+    ``timeout_s`` is wall clock for the whole child (start-up and parent tests included); ``cpu_s`` its CPU time
     (default: ``timeout_s`` rounded up); ``memory_mb`` its address space; ``output_limit``
     caps stdout and stderr, each; ``disk_mb`` caps each written file (and the private scratch
     tmpfs); ``max_processes`` caps the program's processes plus threads, itself included (exact
@@ -186,8 +187,8 @@ def judge(program: str, tests: Sequence[str], timeout_s: float = 3.0, memory_mb:
     isolation (checked once per process)."""
     _require_sandbox()
     return _judge(program, tests, timeout_s, memory_mb, setup=setup, entry_point=entry_point,
-                  trusted=trusted, output_limit=output_limit, disk_mb=disk_mb, max_processes=max_processes,
-                  cpu_s=cpu_s, scratch_root=scratch_root)
+                  trusted=trusted, output_limit=output_limit, disk_mb=disk_mb,
+                  max_processes=max_processes, cpu_s=cpu_s, scratch_root=scratch_root)
 
 
 def _judge(program: str, tests: Sequence[str], timeout_s: float = 3.0, memory_mb: int = 512, *,
