@@ -16,8 +16,10 @@
 2. **Judge twice**: our sandbox (``judge_completions``, ``--timeout`` s, 2 workers) and the
    harness's ``evaluate_functional_correctness`` (same timeout, 2 workers), which runs in a
    separate interpreter so that its forked workers do not inherit torch's threads.
-   HumanEval: the harness reads the same HumanEval file; both run ``problem["prompt"] +
-   completion`` then ``check(entry_point)``. MBPP: the harness reads a problem file written
+   HumanEval: the harness reads the same HumanEval file and runs ``problem["prompt"] +
+   completion`` then ``check(entry_point)`` in one namespace; our sandbox runs the same program
+   in the child and ``check`` in the parent, with the prompt's own helpers, each call of the
+   entry point answered by the child as data. MBPP: the harness reads a problem file written
    next to the samples (``prompt`` "", ``test`` = setup code + the 3 asserts + a no-op
    ``check``), so it executes the completion, the setup and the asserts in one ``exec``,
    as the SIPF authors' copy of the harness does; our sandbox evaluates each assert's

@@ -4,7 +4,8 @@
 
 Real model completions (``harness_agreement.py``) rarely hit the edges, so each case here is
 a completion written to hit one: output floods, stdin, third-party imports, memory, wall-clock
-time, builtins shadowed to fool the test, objects whose ``__eq__`` always holds. Each is
+time, builtins, modules or the prompt's helpers replaced to fool the test, objects whose
+``__eq__`` (or ``__sub__``, ``__abs__``) always gives what the test wants. Each is
 judged by ``judge_completions`` and by the harness's ``check_correctness`` (timeout 3 s),
 on the same program. Prints one line per case: both verdicts and whether they agree.
 """
@@ -41,6 +42,16 @@ HUMANEVAL_CASES = [
      "    return 0.0\n\n\ndef abs(x):\n    return 0\n"),
     ("wrong, defines its own check()", 0,
      "    return None\n\n\ndef check(candidate):\n    pass\n"),
+    ("wrong, redefines the prompt's poly() used by the test", 32,
+     "    return 0.0\n\n\ndef poly(xs, x):\n    return 0.0\n"),
+    ("wrong, patches math.fabs used by the test", 32,
+     "    import math\n    math.fabs = lambda x: 0.0\n    return 0.0\n"),
+    ("wrong, redefines the prompt's encode_cyclic()", 38,
+     "    return s\n\n\ndef encode_cyclic(s):\n    return s\n"),
+    ("wrong, float subclass faking - and abs()", 2,
+     "    class F(float):\n        def __sub__(self, other):\n            return F(0)\n"
+     "        def __abs__(self):\n            return 0\n        def __eq__(self, other):\n"
+     "            return True\n        __hash__ = float.__hash__\n    return F(7)\n"),
     ("correct, if __name__ block (cut)", 0,
      CORRECT_0 + "if __name__ == '__main__':\n    print(input())\n"),
 ]

@@ -14,8 +14,11 @@ from sipf.code.programs import CodeRecord
 
 
 def completion_job(record: CodeRecord, completion: str) -> Job:
-    """The sandbox job for one completion: the record's program, setup, tests, entry point."""
-    return Job(record.program(completion), record.tests, record.setup, record.entry_point)
+    """The sandbox job for one completion: the record's program, setup, tests, entry point,
+    and its prefix as trusted code: HumanEval's ``check`` runs in the parent with the prompt's
+    own helpers (``poly``, ``encode_cyclic``), whatever the completion redefines."""
+    return Job(record.program(completion), record.tests, record.setup, record.entry_point,
+               trusted=record.prefix)
 
 
 def judge_completions(records: Sequence[CodeRecord], completions: Sequence[str],
