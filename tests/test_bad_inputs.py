@@ -266,17 +266,17 @@ CASES = [
     # loop tables
     Case("samples: steps stored as text", samples_with(steps="1+1=2"), ("simulate", *LOOP1,
          *POLICY), (SAMPLES, "row 1", "field 'steps'", "expected a list of text")),
-    Case("samples: a null question id", samples_with(question_id=None), ("score", *LOOP1),
+    Case("samples: a null question id", samples_with(question_id=None), ("score", *LOOP1, *POLICY),
          (SAMPLES, "row 2", "field 'question_id'", "null")),
     Case("samples: an unknown question id", samples_with(question_id="nope"),
          ("simulate", *LOOP1, *POLICY), (SAMPLES, "row 2", "field 'question_id'", "'nope'")),
     Case("samples: a path id twice", lambda root: table(SAMPLES, samples(root) + samples(root)[:1])(
-        root), ("score", *LOOP1), (SAMPLES, "row 4", "field 'path_id'", "duplicate")),
+        root), ("score", *LOOP1, *POLICY), (SAMPLES, "row 4", "field 'path_id'", "duplicate")),
     Case("samples: no outcome column", lambda root: table(SAMPLES, [
         {k: v for k, v in r.items() if k != "outcome"} for r in samples(root)])(root),
          ("simulate", *LOOP1, *POLICY), (SAMPLES, "field 'outcome'", "missing column")),
     Case("samples: outcome stored as text", samples_with(outcome="yes"),
-         ("score", *LOOP1), (SAMPLES, "row 1", "field 'outcome'", "true/false")),
+         ("score", *LOOP1, *POLICY), (SAMPLES, "row 1", "field 'outcome'", "true/false")),
     Case("samples: a null step inside the list", samples_with(steps=["a", None]),
          ("simulate", *LOOP1, *POLICY), (SAMPLES, "row 2", "field 'steps'", "null inside")),
     Case("pool: steps of numbers for iteration 2", lambda root: table(

@@ -31,7 +31,7 @@ def iteration(tmp_path_factory):
         results = {name: run(*args) for name, args in [
             ("simulate", ["simulate", "--iteration", "1", "--policy", "models/sft"]),
             ("train_prm", ["train_prm", "--iteration", "1", "--policy", "models/sft"]),
-            ("score", ["score", "--iteration", "1"]),
+            ("score", ["score", "--iteration", "1", "--policy", "models/sft"]),
             ("prefs", ["prefs", "--iteration", "1"]),
             ("align", ["align", "--iteration", "1", "--policy", "models/sft"]),
             ("evaluate", ["evaluate", "--model", "models/it1/policy", "--name", "it1"]),
@@ -133,7 +133,7 @@ def test_broken_prm_checkpoint_and_missing_simulator_are_named(iteration, monkey
     (root / "data/it3").mkdir()
     (root / "data/it3/samples.parquet").write_bytes(
         (root / "data/it1/samples.parquet").read_bytes())
-    result = run("score", "--iteration", "3")
+    result = run("score", "--iteration", "3", "--policy", "models/sft")
     assert result.exit_code == 1 and "models/it3/prm" in result.output
     tiny_params(root / "sim.yaml", **{**LOOP, "simulate": {"simulator": "./no/such/model"}})
     result = run("simulate", "--iteration", "3", "--policy", "models/sft", "--params", "sim.yaml")

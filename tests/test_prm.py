@@ -329,3 +329,49 @@ def test_ranking_accuracy_counts_right_over_wrong_pairs_within_a_question():
     rewards = [0.9, 0.5, 0.9, 0.1, 0.2, 0.7]
     assert ranking_accuracy(questions, outcomes, rewards) == pytest.approx((1 + 0.5 + 0) / 3)
     assert ranking_accuracy(["q"], [True], [0.3]) is None
+
+
+def test_reward_metrics_against_their_baselines():
+    from sipf.pipeline.reward_metrics import (auc, grouped_auc, reward_report,
+                                              shorter_path_wins, step_index_scores)
+
+    assert auc([0.9, 0.8, 0.1], [True, True, False]) == 1.0
+    assert auc([0.5, 0.5], [True, False]) == 0.5  # ties count half
+    assert auc([0.3], [True]) is None
+    # within a group the scores rank perfectly; across groups they would not
+    assert grouped_auc([0.9, 0.8, 0.2, 0.1], [True, False, True, False],
+                       ["a", "a", "b", "b"]) == 1.0
+    assert auc([0.9, 0.8, 0.2, 0.1], [True, False, True, False]) == 0.75
+    # step index only: later steps are wrong more often in these paths
+    assert step_index_scores([[1, 0], [1, 1]]) == [[1.0, 0.5], [1.0, 0.5]]
+    # the shorter path has the higher reward in 2 of the 2 pairs that differ in both
+    assert shorter_path_wins(["q", "q", "q"], [2, 3, 3], [0.9, 0.5, 0.4]) == 1.0
+
+    # a "PRM" that scores by position only: no signal within (question, index)
+    oracle = [[1, 1, 0], [1, 0, 0], [1, 1, 1]]
+    position = [[0.9, 0.6, 0.3], [0.9, 0.6, 0.3], [0.9, 0.6, 0.3]]
+    report = reward_report(["q", "q", "q"], [False, False, True], position,
+                           [0.3, 0.3, 0.3], "min", oracle=oracle,
+                           likelihoods=[-2.0, -3.0, -1.0])
+    assert report["step_auc_within_question_and_index"] == 0.5
+    assert report["step_auc_vs_oracle"] == report["step_index_only_auc"]
+    assert report["right_above_wrong"] == 0.5  # equal rewards
+    assert report["likelihood_right_above_wrong"] == 1.0
+    assert report["oracle_right_above_wrong"] == 1.0  # min of the right path's labels is 1
+
+
+def test_mean_log_probs_reads_the_completion_only():
+    import torch
+
+    from sipf.pipeline.prm import mean_log_probs
+
+    model, tokenizer = tiny_model(["Q: 1+1\nA:\n2", "xyz"])
+    model.eval()
+    got = mean_log_probs(model, tokenizer, ["Q: 1+1\nA:\n", "Q:"], ["2", " 1+1"],
+                         batch_size=2)
+    ids = tokenizer("Q: 1+1\nA:\n2")["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0]
+    expected = torch.log_softmax(logits[-2], -1)[ids[-1]].item()  # one completion token
+    assert abs(got[0] - expected) < 1e-5
+    assert got[1] < 0

@@ -77,12 +77,17 @@ def test_star_reports_its_best_iteration_and_skipped_models_count_as_absent():
 
 
 def test_reward_model_table_compares_prm_and_orm_against_the_oracle():
-    score = {1: {"prm_step_accuracy_vs_oracle": 0.7, "oracle_correct_step_fraction": 0.55,
+    score = {1: {"prm_step_accuracy_vs_oracle": 0.7, "step_index_only_accuracy": 0.55,
                  "right_above_wrong": 0.5}}
     runs = [fake_run("sipf", 0, 0.5, score=score),
             fake_run("siof", 0, 0.5, score={1: {"prm_step_accuracy_vs_oracle": 0.6,
                                                 "right_above_wrong": 0.45}})]
-    assert reward_model_table(runs).splitlines()[2] == "| 1 | 70.0 | 60.0 | 55.0 | 50.0 | 45.0 |"
+    header, _, row = reward_model_table(runs).splitlines()[:3]
+    cells = dict(zip(header.split(" | ")[1:], row.split(" | ")[1:]))
+    assert cells["PRM step accuracy (%)"] == "70.0" and cells["ORM step accuracy (%)"] == "60.0"
+    assert cells["PRM: right above wrong (%)"] == "50.0"
+    assert cells["ORM: right above wrong (%)"] == "45.0"
+    assert cells["policy likelihood: right above wrong (%)"] == "–"  # not measured
 
 
 def test_claims_hold_seed_by_seed_on_the_seeds_both_sides_have():

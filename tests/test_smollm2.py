@@ -72,7 +72,8 @@ def test_one_full_iteration_on_20_gsm8k_questions(tmp_path, monkeypatch):
                  ["sample", "--iteration", "1", "--policy", "models/sft"],
                  ["simulate", "--iteration", "1", "--policy", "models/sft"],
                  ["train_prm", "--iteration", "1", "--policy", "models/sft"],
-                 ["score", "--iteration", "1"], ["prefs", "--iteration", "1"],
+                 ["score", "--iteration", "1", "--policy", "models/sft"],
+                 ["prefs", "--iteration", "1"],
                  ["align", "--iteration", "1", "--policy", "models/sft"],
                  ["evaluate", "--model", "models/it1/policy", "--name", "it1"]):
         started = time.perf_counter()

@@ -210,6 +210,41 @@ def score_steps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     return _probabilities(model, ids, positions, batch_size, _pad_id(tokenizer))
 
 
+@torch.inference_mode()
+def mean_log_probs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                   prompts: Sequence[str], completions: Sequence[str],
+                   batch_size: int = 16) -> list[float]:
+    """The policy's mean token log-probability of each completion after its prompt: how
+    likely the model finds a path, with no reward model at all (the baseline a PRM must
+    beat at ranking)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pad = _pad_id(tokenizer)
+    rows = []
+    for prompt, completion in zip(prompts, completions, strict=True):
+        head = tokenizer(prompt)["input_ids"]
+        rows.append((head + tokenizer(completion, add_special_tokens=False)["input_ids"],
+                     len(head)))
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
+    out = [0.0] * len(rows)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        width = max(len(rows[i][0]) for i in chunk)
+        ids = torch.tensor([rows[i][0] + [pad] * (width - len(rows[i][0])) for i in chunk])
+        mask = torch.tensor([[1] * len(rows[i][0]) + [0] * (width - len(rows[i][0]))
+                             for i in chunk])
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(
+            -1, ids[:, 1:, None].to(device))[..., 0].cpu()
+        for row, i in enumerate(chunk):
+            ids_i, head = rows[i]
+            tokens = logp[row, head - 1:len(ids_i) - 1]  # the completion's tokens only
+            out[i] = float(tokens.mean()) if tokens.numel() else 0.0
+    model.train(was_training)
+    return out
+
+
 def aggregate(scores: Sequence[float], how: str) -> float:
     """Path reward r(τ) from its step scores; a path without steps gets 0."""
     if not scores:

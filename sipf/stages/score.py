@@ -5,21 +5,25 @@ Methods without a reward model (feedback: none) reward a path with its outcome.
 
 from __future__ import annotations
 
+from sipf import layout
 from sipf.config import prm_prompt_style
 from sipf.methods import method_named
-from sipf.pipeline.prm import aggregate, load_prm, ranking_accuracy, score_steps, step_accuracy
+from sipf.models import load_policy, load_tokenizer
+from sipf.pipeline.prm import aggregate, load_prm, mean_log_probs, score_steps, step_accuracy
+from sipf.pipeline.reward_metrics import reward_report
 from sipf.stages.common import LoopStage, check_ids, loop_stage, read_rows, train_records_by_id
 from sipf.storage import write_json, write_parquet
 from sipf.tasks.registry import task_named
 
 
-@loop_stage("score", needs_policy=False)
+@loop_stage("score")
 def main(stage: LoopStage) -> None:
-    """PRM step scores and path rewards -> data/it<k>/scores.parquet."""
+    """PRM step scores and path rewards -> data/it<k>/scores.parquet; the reward model's
+    metrics beside the baselines it must beat (sipf.pipeline.reward_metrics)."""
     params, k, it = stage.params, stage.k, stage.it
     cfg = params.prm
     paths = read_rows(it.samples, "samples")
-    records, _ = train_records_by_id()
+    records, prompts = train_records_by_id()
     check_ids(paths, records, it.samples, unique="path_id")
     if method_named(params.method).feedback == "none":
         rows = [{"question_id": p["question_id"], "path_id": p["path_id"], "text": p["text"],
@@ -37,17 +41,37 @@ def main(stage: LoopStage) -> None:
     rows = [{"question_id": p["question_id"], "path_id": p["path_id"], "text": p["text"],
              "outcome": p["outcome"], "step_scores": s, "reward": aggregate(s, cfg.aggregate),
              "iteration": k} for p, s in zip(paths, scores)]
-    metrics: dict = {"paths": len(rows), "aggregate": cfg.aggregate,
-                     "right_above_wrong": ranking_accuracy(
-                         [r["question_id"] for r in rows], [r["outcome"] for r in rows],
-                         [r["reward"] for r in rows])}
+    # M_{k-1}'s own likelihood of each path: the no-training baseline of the ranking
+    policy = load_policy(stage.policy, layout.BASE, params.model, merged=True)
+    likelihoods = mean_log_probs(policy, load_tokenizer(layout.BASE),
+                                 [prompts[p["question_id"]] for p in paths],
+                                 [p["text"] for p in paths], batch_size=cfg.batch_size)
     oracle_of = task_named(params.prepare.task).step_oracle
-    if oracle_of is not None:
-        oracle = [[float(x) for x in oracle_of(records[p["question_id"]], s)]
-                  for p, s in zip(paths, steps)]
+    oracle = None if oracle_of is None else [
+        [float(x) for x in oracle_of(records[p["question_id"]], s)] for p, s in zip(paths, steps)]
+    metrics: dict = {"paths": len(rows), "aggregate": cfg.aggregate, **reward_report(
+        [r["question_id"] for r in rows], [bool(r["outcome"]) for r in rows], scores,
+        [r["reward"] for r in rows], cfg.aggregate, oracle=oracle, likelihoods=likelihoods)}
+    if oracle is not None:
         metrics["prm_step_accuracy_vs_oracle"] = step_accuracy(scores, oracle)
         metrics["oracle_correct_step_fraction"] = (
             sum(map(sum, oracle)) / max(1, sum(map(len, oracle))))
     write_parquet(rows, it.scores)
     write_json(metrics, it.stage_metrics("score"))
-    stage.say(f"{metrics}")
+    stage.say(_summary(metrics))
+
+
+def _summary(metrics: dict) -> str:
+    """One line: the ranking and step AUCs against their baselines, where measured."""
+    def shown(key: str) -> str:
+        value = metrics.get(key)
+        return "n/a" if value is None else f"{100 * value:.1f}%"
+
+    line = (f"{metrics['paths']} paths; right above wrong: PRM {shown('right_above_wrong')}, "
+            f"policy likelihood {shown('likelihood_right_above_wrong')}")
+    if "oracle_right_above_wrong" in metrics:
+        line += (f", oracle labels {shown('oracle_right_above_wrong')}; step AUC within "
+                 f"(question, index) {shown('step_auc_within_question_and_index')}, over all "
+                 f"{shown('step_auc_vs_oracle')} vs step index only "
+                 f"{shown('step_index_only_auc')}")
+    return line + f"; shorter path wins {shown('shorter_path_wins')}"
