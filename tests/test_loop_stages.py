@@ -99,6 +99,10 @@ def test_tracked_metrics_hold_no_wall_time(iteration):
     root, _ = iteration
     assert (root / "metrics/it1/align/metrics.json").is_file()
     assert wall_time_keys(root / "metrics") == []
+    # dvclive's params.yaml (committed with metrics/) names no per-run scratch directory
+    logged = sorted((root / "metrics").rglob("params.yaml"))
+    assert logged and not [p for p in logged if "output_dir" in p.read_text()
+                           or "/tmp" in p.read_text()]
 
 
 def test_sample_at_iteration_2_grows_the_pool_of_iteration_1(iteration, monkeypatch):

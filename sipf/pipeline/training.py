@@ -58,6 +58,13 @@ class _DeterministicDVCLiveCallback(DVCLiveCallback):
     the plots differ between two runs of the same stage (and dvc.lock with them). They stay
     in the Trainer's printed log line."""
 
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # The arguments go to params.yaml beside the curves, which is committed with metrics/:
+        # without the run's random scratch directories, two runs write the same file.
+        params = {key: value for key, value in args.to_dict().items()
+                  if key not in ("output_dir", "logging_dir")}
+        self.live.log_params(params)
+
     def on_log(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         logs = {key: value for key, value in kwargs["logs"].items() if not is_wall_time(key)}
         super().on_log(args, state, control, **{**kwargs, "logs": logs})
