@@ -23,7 +23,8 @@ LOOP = {"simulate": {"k": 2, "max_paths": 0, "max_new_tokens": 16, "batch_size":
         "prefs": {"margin": 1e-9, "require_outcome": False},
         "align": {"max_steps": 2, "batch_size": 4, "logging_steps": 1}}
 ITERATION_1 = [("simulate", "--policy", "models/sft"), ("train_prm", "--policy", "models/sft"),
-               ("score",), ("prefs",), ("align", "--policy", "models/sft"), ("control",)]
+               ("score", "--policy", "models/sft"), ("prefs",),
+               ("align", "--policy", "models/sft"), ("control",)]
 
 
 def path(qid, n, outcome, reward):
