@@ -78,7 +78,9 @@ def main() -> None:
 
     def sh(*cmd: str, cwd: Path, timed: str | None = None) -> str:
         start = time.perf_counter()
-        done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+        # A clone's `sipf` stages import the clone's own code, as on a colleague's machine.
+        done = subprocess.run(cmd, cwd=cwd, env={**env, "PYTHONPATH": str(cwd)},
+                              capture_output=True, text=True)
         if timed:
             timings[timed] = time.perf_counter() - start
         if done.returncode:
@@ -100,11 +102,14 @@ def main() -> None:
             shutil.copy2(args.run / name, a / name)
         shutil.rmtree(a / "metrics", ignore_errors=True)
         shutil.copytree(args.run / "metrics", a / "metrics")
+        for ignore in args.run.glob("[dm]*/**/.gitignore"):  # data/, models/: DVC's own
+            (a / ignore.relative_to(args.run)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ignore, a / ignore.relative_to(args.run))
         shutil.rmtree(a / ".dvc/cache", ignore_errors=True)
         shutil.copytree(args.run / ".dvc/cache", a / ".dvc/cache")
         sh("dvc", "remote", "add", "-f", "-d", "bench", f"s3://{BUCKET}/store", cwd=a)
         sh("dvc", "remote", "modify", "bench", "endpointurl", server.url, cwd=a)
-        sh("git", "add", "-A", "dvc.lock", "params.yaml", "metrics", ".dvc/config", cwd=a)
+        sh("git", "add", "-A", cwd=a)
         sh("git", "commit", "-qm", "the run", "--allow-empty", cwd=a)
         sh("git", "push", "-q", str(origin), "HEAD:main", cwd=a)
         sh("dvc", "push", "--run-cache", *with_deps, cwd=a, timed="A: dvc push --run-cache")
