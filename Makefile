@@ -8,7 +8,7 @@ STAMP   = $(VENV)/.installed
 LOCK    = requirements.lock
 LOCK_VENV ?= .venv-lock
 
-.PHONY: install lock repro test test-slow experiments run-queue report
+.PHONY: install lock repro test test-slow experiments run-queue report push
 
 # $(call install-into,VENV,PIP OPTIONS): a virtual environment with everything the project
 # uses. torch==2.13.0 is the CPU wheel (unpinned torch pulls a multi-GB CUDA build); the
@@ -71,3 +71,8 @@ run-queue: $(STAMP)
 
 report: $(STAMP)
 	. $(BIN)/activate && sipf report   # reports/: results.md and the figures
+
+# Share a run (docs/sharing.md): outputs, run-cache entries, and the outputs those entries
+# restore (DVC pushes the entries without them).
+push: $(STAMP)
+	. $(BIN)/activate && dvc push --run-cache && python -m sipf.share

@@ -113,7 +113,7 @@ def main() -> None:
         sh("git", "commit", "-qm", "the run", "--allow-empty", cwd=a)
         sh("git", "push", "-q", str(origin), "HEAD:main", cwd=a)
         sh("dvc", "push", "--run-cache", *with_deps, cwd=a, timed="A: dvc push --run-cache")
-        sh(sys.executable, "-c", PUSH_RUN_OUTPUTS, cwd=a, timed="A: run-cache outputs")
+        sh(sys.executable, *PUSH_RUN_OUTPUTS, cwd=a, timed="A: run-cache outputs")
         keys = server.keys(BUCKET)
         pushed_bytes = sum(keys.values())
         # B: a fresh clone that pulls instead of recomputing.

@@ -111,18 +111,9 @@ def matches_lock(root: Path, path: str, want: str) -> bool:
 # they restore, and outputs with `cache: false` (every stage's metrics) are never pushed at
 # all: without these, a colleague's `dvc repro` finds the entry but reruns the stage. This
 # pushes, from the local cache, every object an entry names (the step a `make push` needs).
-PUSH_RUN_OUTPUTS = """
-import os
-from dvc.repo import Repo
-with Repo() as repo:
-    root = repo.stage_cache.cache_dir
-    entries = [(key, value) for prefix in sorted(os.listdir(root))
-               for key in sorted(os.listdir(os.path.join(root, prefix)))
-               for value in sorted(os.listdir(os.path.join(root, prefix, key)))]
-    pushed = sum(len(repo.cloud.push(objs).transferred)
-                 for objs in repo.stage_cache.get_used_objs(entries).values())
-    print(f"{len(entries)} run-cache entries: {pushed} files pushed")
-"""
+# What `make push` runs after `dvc push --run-cache` (sipf/share.py): the outputs the entries
+# restore, which DVC itself does not push.
+PUSH_RUN_OUTPUTS = ("-m", "sipf.share")
 
 
 @pytest.fixture(scope="module")
@@ -279,7 +270,7 @@ def test_b_flips_a_param_to_a_run_of_a_and_back_from_the_run_cache(team, s3):
     from the remote without recomputing (`dvc repro --pull` fetches what an entry restores)."""
     a = team["a"]
     run("dvc", "push", "--run-cache", *WITH_DEPS, cwd=a)
-    assert "files pushed" in run(sys.executable, "-c", PUSH_RUN_OUTPUTS, cwd=a).stdout
+    assert "files pushed" in run(sys.executable, *PUSH_RUN_OUTPUTS, cwd=a).stdout
     b = clone(team, "b-runcache")
     run("dvc", "pull", "--run-cache", *WITH_DEPS, cwd=b)
     params = (b / "params.yaml").read_text()
