@@ -17,6 +17,7 @@ from sipf.code import sandbox
 from sipf.code.humaneval import load_humaneval
 from sipf.code.judge import judge_completions
 from sipf.code.sandbox import Verdict, judge
+from tests.test_sandbox import sandbox_processes
 
 REPO = Path(__file__).resolve().parents[1]
 # World-writable directories without a private tmpfs before the fix, and the usual ones.
@@ -67,22 +68,6 @@ for path in {paths!r}:
 def add_one(x):
     return x + 1
 """
-
-
-def sandbox_processes(marker: str) -> list[int]:
-    """Live processes of a throwaway uid or whose command line names ``marker``."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if fields["State"].split()[0] != "Z" and (
-                int(fields["Uid"].split()[0]) in sandbox.SANDBOX_UIDS or marker in cmdline):
-            found.append(int(pid))
-    return found
 
 
 @pytest.fixture(params=["audit hook on", "audit hook off"])
