@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from sipf import layout
 from sipf.config import PrepareConfig
@@ -69,8 +70,6 @@ def _arith_sources(cfg: PrepareConfig) -> dict[str, str]:
 
 
 def _gsm8k_sources(cfg: PrepareConfig) -> dict[str, str]:
-    from pathlib import Path
-
     source = Path(cfg.gsm8k.source)
     if source.is_dir():
         sources = {split: str(source / f"{split}.jsonl") for split in ("train", "test")}
