@@ -259,6 +259,25 @@ class ModelConfig:
                               "model.load_in_4bit to false")
 
 
+# ----------------------------------------------------------------------------- generation
+@dataclass(frozen=True)
+class GenerationConfig:
+    backend: str = _help("What decodes in sample, simulate and evaluate: 'hf' (transformers' "
+                         "generate) or 'vllm' (vLLM's offline LLM, each adapter a LoRARequest; "
+                         "the `vllm` extra).", "hf")
+    engine: str = _help("Where it runs: 'local' (this process) or 'ray' (the prompts' batches "
+                        "shared among `workers` Ray actors, each holding a generator; the `ray` "
+                        "extra). The outputs are the same for any number of workers.", "local")
+    workers: int = _help("Ray actors with engine 'ray'.", 2)
+    ray_address: str = _help("With engine 'ray': an existing cluster's address ('' = start a "
+                             "local Ray instance).", "")
+
+    def __post_init__(self) -> None:
+        _choice("generation.backend", self.backend, ("hf", "vllm"))
+        _choice("generation.engine", self.engine, ("local", "ray"))
+        _at_least("generation.workers", self.workers, 1)
+
+
 # ----------------------------------------------------------------------------- sft
 @dataclass(frozen=True)
 class SftConfig:
@@ -565,6 +584,8 @@ class Params:
                         "sipf")
     prepare: PrepareConfig = _help("Task data.", factory=PrepareConfig)
     model: ModelConfig = _help("Policy model.", factory=ModelConfig)
+    generation: GenerationConfig = _help("The generation engine of sample, simulate and "
+                                         "evaluate.", factory=GenerationConfig)
     sft: SftConfig = _help("Iteration 0: supervised fine-tuning.", factory=SftConfig)
     evaluate: EvaluateConfig = _help("Greedy evaluation.", factory=EvaluateConfig)
     loop: dict[str, IterationItem] = _help(

@@ -80,6 +80,9 @@ def test_config_imports_nothing_of_the_library_but_its_errors():
     ({"prepare": {"task": "jsonl"}}, "prepare.jsonl.train: required"),
     ({"loop": {"it3": {"k": 2, "policy": "models/it1/policy", "pool": "data/prepared"}}},
      "loop.it3: name it must be it2"),
+    ({"generation": {"backend": "tgi"}}, "generation.backend: 'tgi' is not one of hf, vllm"),
+    ({"generation": {"engine": "dask"}}, "generation.engine: 'dask' is not one of local, ray"),
+    ({"generation": {"workers": 0}}, "generation.workers: must be >= 1"),
 ])
 def test_bad_params_name_the_file_and_key(tmp_path, data, message):
     path = write(tmp_path, data)

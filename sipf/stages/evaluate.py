@@ -11,8 +11,8 @@ import click
 from sipf import layout
 from sipf.config import Params, load_params
 from sipf.pipeline.evaluation import evaluate_split, pass_at_k_split
-from sipf.generation import HFGenerator, SamplingParams
-from sipf.models import load_policy, load_tokenizer
+from sipf.engines import ModelRef, open_generator
+from sipf.generation import SamplingParams
 from sipf.storage import outputs_together, read_json, write_json, write_parquet
 from sipf.stages.common import clear_errors, params_option, read_split
 from sipf.tasks.registry import task_named
@@ -42,8 +42,8 @@ def _evaluate(params: Params, model_dir: str, name: str, base_dir: str, predicti
         click.echo(f"evaluate {name}: skipped, {model_dir} is a placeholder")
         return
     cfg, task = params.evaluate, task_named(params.prepare.task)
-    generator = HFGenerator(load_policy(model_dir, base_dir, params.model, merged=True),
-                            load_tokenizer(base_dir), batch_size=cfg.batch_size)
+    generator = open_generator(params.generation,
+                               ModelRef.policy(model_dir, base_dir, params.model), cfg.batch_size)
     sampling = SamplingParams(max_new_tokens=cfg.max_new_tokens,
                               stop=task.stop(params.prepare.prompt_style))
     metrics: dict = {}

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from sipf import layout
-from sipf.generation import HFGenerator
+from sipf.engines import ModelRef, open_generator
 from sipf.methods import method_named
-from sipf.models import load_policy, load_tokenizer
 from sipf.pipeline.sampling import grow_pool, sample_paths
 from sipf.stages.common import (LoopStage, check_ids, loop_stage, read_rows, read_split,
                                 seed_everything)
@@ -26,8 +25,9 @@ def main(stage: LoopStage) -> None:
     previous = read_rows(pool, "samples") if cfg.grow_pool and k > 1 else None
     if previous is not None:
         check_ids(previous, {r.id for r in records}, pool, unique="path_id")
-    generator = HFGenerator(load_policy(stage.policy, layout.BASE, params.model, merged=True),
-                            load_tokenizer(layout.BASE), batch_size=cfg.batch_size)
+    generator = open_generator(params.generation,
+                               ModelRef.policy(stage.policy, layout.BASE, params.model),
+                               cfg.batch_size)
     rows, report = sample_paths(generator, records, prompts, cfg, k, generator_name=stage.policy,
                                 stop=task.stop(params.prepare.prompt_style), kind=task.kind)
     summary = report.summary()

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from sipf import layout
-from sipf.generation import HFGenerator
+from sipf.engines import ModelRef, open_generator
 from sipf.methods import method_named
-from sipf.models import load_policy, load_simulator, load_tokenizer
 from sipf.pipeline.simulation import label_agreement, outcome_labels, select_paths, simulate
 from sipf.stages.common import (LoopStage, check_ids, loop_stage, read_rows, seed_everything,
                                 train_records_by_id)
@@ -29,12 +28,9 @@ def main(stage: LoopStage) -> None:
     if method_named(params.method).feedback == "outcome":
         rollouts, labels = [], outcome_labels(paths)
     else:
-        if cfg.simulator == "self":
-            model = load_policy(stage.policy, layout.BASE, params.model, merged=True)
-            tokenizer = load_tokenizer(layout.BASE)
-        else:
-            model, tokenizer = load_simulator(cfg.simulator, params.model)
-        rollouts, labels = simulate(HFGenerator(model, tokenizer, batch_size=cfg.batch_size),
+        ref = (ModelRef.policy(stage.policy, layout.BASE, params.model)
+               if cfg.simulator == "self" else ModelRef.other(cfg.simulator, params.model))
+        rollouts, labels = simulate(open_generator(params.generation, ref, cfg.batch_size),
                                     paths, records, prompts, cfg,
                                     stop=task.stop(params.prepare.prompt_style), kind=task.kind)
     metrics: dict = {"paths": len(paths), "steps": len(labels), "rollouts": len(rollouts)}
