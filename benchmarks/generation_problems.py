@@ -30,6 +30,12 @@ from sipf.stages.common import read_split
 from sipf.tasks.registry import task_named
 
 
+def _kind(tokenizer) -> str:  # noqa: ANN001
+    """The saved tokenizer's kind: a project's params.yaml may predate the tokenizer param
+    (its default changed), so the model decides, not the file."""
+    return "bpe" if type(tokenizer.backend_tokenizer.model).__name__ == "BPE" else "char"
+
+
 def _measure(project: Path, questions: int, paths: int) -> dict:
     params = load_params(project / "params.yaml")
     task = task_named(params.prepare.task)
@@ -52,7 +58,7 @@ def _measure(project: Path, questions: int, paths: int) -> dict:
         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
         n=paths, seed=cfg.seed, stop=stop))
     sample_s = time.perf_counter() - started
-    return {"project": str(project), "tokenizer": params.model.scratch.tokenizer,
+    return {"project": str(project), "tokenizer": _kind(tokenizer),
             "test_problems": len(prompts), "greedy_seconds": round(greedy_s, 1),
             "greedy_problems_per_second": round(len(prompts) / greedy_s, 2),
             "greedy_accuracy": round(correct / len(prompts), 4),
