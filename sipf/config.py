@@ -436,10 +436,23 @@ class SimulateConfig:
 
 
 AGGREGATES = ("mean", "min", "prod", "last")
+PRM_KINDS = ("classifier", "lm_head", "likelihood")
+STEP_LIKELIHOODS = ("min", "mean", "min_digit")
 
 
 @dataclass(frozen=True)
 class PrmConfig:
+    kind: str = _help("How a step is scored: 'classifier' (a new 2-way head on the step's closing "
+                      "token, trained on the step labels: the paper's), 'lm_head' (the same "
+                      "position read through the backbone's LM head on the label tokens '+'/'-', "
+                      "P(correct) = softmax over those two, as Math-Shepherd; trained the same "
+                      "way, but the head starts as the LM head's rows instead of at random) or "
+                      "'likelihood' (no training, a departure from the paper and a baseline: the "
+                      "sampling policy's own token probabilities over the step, reduced by "
+                      "prm.likelihood).", "classifier")
+    likelihood: str = _help("With kind 'likelihood', the step score: exp of the 'min' or 'mean' "
+                            "token log-prob over the step's tokens, or 'min_digit' (the min over "
+                            "tokens holding a digit; a step without one scores by 'min').", "min")
     backbone: str = _help("Initial weights: 'policy' (the current policy's weights; the stage "
                           "passes its directory), a hub id, a local directory or a .gguf file.",
                           "policy")
@@ -469,6 +482,8 @@ class PrmConfig:
         if not self.backbone:
             raise ConfigError("prm.backbone: must not be empty ('policy', a hub id, a directory "
                               "or a .gguf file)")
+        _choice("prm.kind", self.kind, PRM_KINDS)
+        _choice("prm.likelihood", self.likelihood, STEP_LIKELIHOODS)
         _choice("prm.label", self.label, ("hard", "soft"))
         _choice("prm.input", self.input, ("method", "prompt"))
         _at_least("prm.epochs", self.epochs, 1)
