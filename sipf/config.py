@@ -452,7 +452,9 @@ class PrmConfig:
                       "prm.likelihood).", "classifier")
     likelihood: str = _help("With kind 'likelihood', the step score: exp of the 'min' or 'mean' "
                             "token log-prob over the step's tokens, or 'min_digit' (the min over "
-                            "tokens holding a digit; a step without one scores by 'min').", "min")
+                            "tokens holding a digit; a step without one scores by 'min'). On the "
+                            "arith BPE run of 2026-12-02 min_digit ranked best: step AUC within "
+                            "(question, index) 0.76 vs 0.74 (mean) and 0.70 (min).", "min_digit")
     backbone: str = _help("Initial weights: 'policy' (the current policy's weights; the stage "
                           "passes its directory), a hub id, a local directory or a .gguf file.",
                           "policy")
@@ -464,7 +466,8 @@ class PrmConfig:
                        "a from-scratch backbone knows).", "prompt")
     epochs: int = _help("Passes over the training questions; the best epoch on the held-out "
                         "questions is kept.", 4)
-    learning_rate: float = _help("Peak learning rate (linear decay).", 1e-3)
+    learning_rate: float = _help("Peak learning rate (linear decay). The paper's recipe: 5e-5 with "
+                                 "lora (QLoRA r=16), 10 epochs, batch 40.", 1e-3)
     batch_size: int = _help("Paths per optimizer step.", 16)
     max_length: int = _help("Truncate inputs to this many tokens; steps cut off get no label.",
                             512)
