@@ -198,7 +198,8 @@ def test_likelihood_prm_trains_nothing_and_scores_with_the_policy(iteration, mon
     expected = likelihood_step_scores(
         load_policy("models/sft", "models/base", params.model, merged=True),
         load_tokenizer("models/base"), [prompts[s["question_id"]] for s in scores],
-        [list(p["steps"]) for p in pq.read_table("data/it3/samples.parquet").to_pylist()])
+        [list(p["steps"]) for p in pq.read_table("data/it3/samples.parquet").to_pylist()],
+        reduce=params.prm.likelihood)
     got = [s["step_scores"] for s in scores]
     assert [len(path) for path in got] == [len(path) for path in expected]
     assert sum(got, []) == pytest.approx(sum(expected, []), rel=1e-5)

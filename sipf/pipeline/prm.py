@@ -272,7 +272,7 @@ def mean_log_probs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
 
 def likelihood_step_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                            prompts: Sequence[str], paths: Sequence[Sequence[str]],
-                           batch_size: int = 16, reduce: str = "min") -> list[list[float]]:
+                           batch_size: int = 16, reduce: str = "min_digit") -> list[list[float]]:
     """Kind ``likelihood``: each step's score from the policy's own log-probs of its tokens,
     read after ``prompt + s_1 + "\\n" + … + s_{j-1} + "\\n"`` (the text the policy wrote).
 
