@@ -6,6 +6,8 @@ paths of ``--pool`` (no Monte-Carlo noise, and more paths than `simulate` labels
 
     python benchmarks/prm_oracle_ceiling.py --paths 1000 --epochs 4 --out /tmp/prm-oracle
 
+(``--kind lm_head`` trains that kind of PRM instead of params.yaml's ``prm.kind``.)
+
 Prints step accuracy against the oracle (and the all-"correct" baseline) and how often a
 question's right path gets a higher reward than its wrong one (mean, min, last aggregates).
 If that stays at chance with oracle labels, no amount of simulation will make the PRM rank.
@@ -35,10 +37,15 @@ from sipf.stages.common import seed_everything, train_records_by_id
 @click.option("--paths", "n_paths", default=1000, show_default=True)
 @click.option("--held-out", default=100, show_default=True, help="Questions scored, not trained on.")
 @click.option("--epochs", default=4, show_default=True)
+@click.option("--kind", type=click.Choice(["classifier", "lm_head"]), default=None,
+              help="prm.kind to train (default: params.yaml's; likelihood trains nothing).")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-def main(pool: str, backbone: str, n_paths: int, held_out: int, epochs: int, out: str) -> None:
+def main(pool: str, backbone: str, n_paths: int, held_out: int, epochs: int, kind: str | None,
+         out: str) -> None:
     params = load_params("params.yaml")
-    cfg = dataclasses.replace(params.prm, epochs=epochs)
+    cfg = dataclasses.replace(params.prm, epochs=epochs, kind=kind or params.prm.kind)
+    if cfg.kind == "likelihood":
+        raise click.UsageError("prm.kind likelihood trains nothing: pass --kind")
     seed_everything(cfg.seed)
     records, _ = train_records_by_id()
     paths = read_parquet(pool)
@@ -64,7 +71,7 @@ def main(pool: str, backbone: str, n_paths: int, held_out: int, epochs: int, out
                          [list(p["steps"]) for p in test], batch_size=cfg.batch_size,
                          prompt_style=style)
     truth = [oracle(p) for p in test]
-    result = {"train_paths": len(rows), "epochs": epochs, "best_epoch": metrics["best_epoch"],
+    result = {"kind": cfg.kind, "train_paths": len(rows), "epochs": epochs, "best_epoch": metrics["best_epoch"],
               "scored_paths": len(test), "step_accuracy_vs_oracle": step_accuracy(scores, truth),
               "all_correct_baseline": sum(map(sum, truth)) / sum(map(len, truth))}
     for how in ("mean", "min", "last"):

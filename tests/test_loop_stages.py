@@ -169,3 +169,39 @@ def test_every_table_has_the_columns_the_layout_lists(iteration):
     for stage in ("simulate", "train_prm", "score", "prefs", "align", "control"):
         for out in it.outputs(stage):
             assert (root / out).exists(), out
+
+
+def test_likelihood_prm_trains_nothing_and_scores_with_the_policy(iteration, monkeypatch):
+    """prm.kind likelihood: train_prm writes only a marker, score reads the policy's own
+    token probabilities (iteration 3: a copy of iteration 1's paths)."""
+    from sipf.models import load_policy, load_tokenizer
+    from sipf.config import load_params
+    from sipf.pipeline.prm import likelihood_step_scores
+    from sipf.stages.common import train_records_by_id
+
+    root, _ = iteration
+    monkeypatch.chdir(root)
+    (root / "data/it3").mkdir(exist_ok=True)
+    for table in ("samples", "step_labels"):
+        (root / f"data/it3/{table}.parquet").write_bytes(
+            (root / f"data/it1/{table}.parquet").read_bytes())
+    tiny_params(root / "likelihood.yaml", **{**LOOP, "prm": {"kind": "likelihood"}})
+    for stage in ("train_prm", "score"):
+        result = run(stage, "--iteration", "3", "--policy", "models/sft",
+                     "--params", "likelihood.yaml")
+        assert result.exit_code == 0, result.output
+    assert [p.name for p in (root / "models/it3/prm").iterdir()] == ["prm.json"]
+    assert json.loads((root / "metrics/it3/prm.json").read_text())["train_steps"] == 0
+    scores = pq.read_table(root / "data/it3/scores.parquet").to_pylist()
+    _, prompts = train_records_by_id()
+    params = load_params("likelihood.yaml")
+    expected = likelihood_step_scores(
+        load_policy("models/sft", "models/base", params.model, merged=True),
+        load_tokenizer("models/base"), [prompts[s["question_id"]] for s in scores],
+        [list(p["steps"]) for p in pq.read_table("data/it3/samples.parquet").to_pylist()],
+        reduce=params.prm.likelihood)
+    got = [s["step_scores"] for s in scores]
+    assert [len(path) for path in got] == [len(path) for path in expected]
+    assert sum(got, []) == pytest.approx(sum(expected, []), rel=1e-5)
+    metrics = json.loads((root / "metrics/it3/score.json").read_text())
+    assert metrics["prm_kind"] == "likelihood"

@@ -16,10 +16,12 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Training
 from sipf.config import PrmConfig
 from sipf.errors import ConfigError, DataError
 from sipf.models import save_policy
-from sipf.pipeline.prm import (PrmCollator, PrmTrainer, _BestEpoch, aggregate, build_examples,
-                      closing_token_positions, encode, format_path, load_prm, prm_loss,
-                      ranking_accuracy,
-                      score_steps, split_questions, step_accuracy, train_prm)
+from sipf.pipeline.prm import (LABEL_TOKENS, PrmCollator, PrmTrainer, _BestEpoch,
+                               _token_classifier, aggregate, build_examples,
+                               closing_token_positions, encode, format_path, label_token_ids,
+                               likelihood_step_scores, load_prm, prm_loss, ranking_accuracy,
+                               read_meta, score_steps, split_questions, start_from_lm_head,
+                               step_accuracy, train_prm)
 from tests.helpers import tiny_model
 
 QUESTION = "What is 2+3?"
@@ -301,7 +303,7 @@ def test_step_accuracy() -> None:
 @pytest.mark.parametrize("key, value", [
     ("backbone", ""), ("label", "fuzzy"), ("epochs", 0), ("learning_rate", 0.0),
     ("batch_size", 0), ("max_length", 4), ("val_fraction", 0.0), ("val_fraction", 1.0),
-    ("mode", "online"), ("aggregate", "max")])
+    ("mode", "online"), ("aggregate", "max"), ("kind", "reward"), ("likelihood", "max")])
 def test_config_errors_name_the_field(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=f"prm.{key}"):
         PrmConfig(**{key: value})
@@ -375,3 +377,80 @@ def test_mean_log_probs_reads_the_completion_only():
     expected = torch.log_softmax(logits[-2], -1)[ids[-1]].item()  # one completion token
     assert abs(got[0] - expected) < 1e-5
     assert got[1] < 0
+
+
+# ----------------------------------------------------------------------------- kinds
+def test_lm_head_kind_scores_through_the_label_tokens_then_learns(tmp_path: Path) -> None:
+    tokenizer = _tiny_backbone(tmp_path / "backbone")
+    questions, paths = ["Q1?", "Q2?"], [["good+", "bad-"], ["bad-"]]
+    # Before training, P(correct) is the LM's own softmax over '-' and '+' at the closing token.
+    model = _token_classifier(str(tmp_path / "backbone"), "float32", False)
+    start_from_lm_head(model, str(tmp_path / "backbone"), "float32", tokenizer)
+    got = score_steps(model, tokenizer, questions, paths)
+    lm = AutoModelForCausalLM.from_pretrained(tmp_path / "backbone").eval()
+    minus, plus = label_token_ids(tokenizer)
+    assert [minus, plus] == tokenizer.convert_tokens_to_ids(list(LABEL_TOKENS))
+    for question, steps, scores in zip(questions, paths, got):
+        ids, positions = closing_token_positions(tokenizer, *format_path(question, steps))
+        with torch.no_grad():
+            logits = lm(input_ids=torch.tensor([ids])).logits[0]
+        expected = torch.softmax(logits[positions][:, [minus, plus]], -1)[:, 1]
+        assert scores == pytest.approx(expected.tolist(), abs=1e-5)
+
+    rows = _rows(24)
+    cfg = PrmConfig(kind="lm_head", epochs=6, learning_rate=2e-2, batch_size=8,
+                    val_fraction=0.2)
+    metrics = train_prm(tmp_path / "backbone", tokenizer, build_examples(rows), cfg,
+                        tmp_path / "prm")
+    assert metrics["kind"] == "lm_head" and metrics["val_step_accuracy"] >= 0.9
+    assert read_meta(tmp_path / "prm")["prm_kind"] == "lm_head"
+    trained, _ = load_prm(tmp_path / "prm")
+    assert not torch.equal(trained.score.weight, model.score.weight)
+    scores = score_steps(trained, tokenizer, ["Q1?"], [["good+", "bad-"]])
+    assert scores[0][0] > 0.5 > scores[0][1]
+
+
+def test_lm_head_kind_needs_single_label_tokens() -> None:
+    tokenizer = _bpe(byte_level=False)  # trained on text without '-': it is unknown
+    with pytest.raises(ConfigError, match="prm.kind: lm_head.*'-'"):
+        label_token_ids(tokenizer)
+
+
+def test_likelihood_step_scores_equal_a_hand_computation() -> None:
+    model, tokenizer = tiny_model(["Q: 1+1\nA:\n1+1=2\nThe answer is 2"])
+    model.eval()
+    prompt, steps = "Q: 1+1\nA:\n", ["1+1=2", "", "The answer is 2"]
+    completion = "1+1=2\n\nThe answer is 2"
+    ids = tokenizer(prompt)["input_ids"]
+    head = len(ids)
+    ids += tokenizer(completion, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0]
+    logp = torch.log_softmax(logits[:-1], -1).gather(-1, torch.tensor(ids[1:])[:, None])[:, 0]
+    per_char = logp[head - 1:]  # one token per character of the completion
+    first, last = per_char[0:5], per_char[7:22]  # "1+1=2" and "The answer is 2"; no newline
+    digits_first, digit_last = per_char[[0, 2, 4]], per_char[21:22]
+    expected = {
+        "min": [first.min().exp(), 1.0, last.min().exp()],
+        "mean": [first.mean().exp(), 1.0, last.mean().exp()],
+        "min_digit": [digits_first.min().exp(), 1.0, digit_last.min().exp()]}
+    for reduce, want in expected.items():
+        got = likelihood_step_scores(model, tokenizer, [prompt, "Q:"], [steps, []],
+                                     batch_size=2, reduce=reduce)
+        assert got[0] == pytest.approx([float(x) for x in want], rel=1e-5)
+        assert got[1] == []
+    with pytest.raises(ConfigError, match="prm.likelihood"):
+        likelihood_step_scores(model, tokenizer, [prompt], [steps], reduce="max")
+
+
+def test_likelihood_kind_writes_a_marker_without_weights(tmp_path: Path) -> None:
+    tokenizer = _tiny_backbone(tmp_path / "backbone")
+    cfg = PrmConfig(kind="likelihood", likelihood="mean")
+    metrics = train_prm(tmp_path / "backbone", tokenizer, build_examples(_rows(2)), cfg,
+                        tmp_path / "prm", live_dir=tmp_path / "live")
+    assert metrics["kind"] == "likelihood" and metrics["train_steps"] == 0
+    assert sorted(p.name for p in (tmp_path / "prm").iterdir()) == ["prm.json"]
+    meta = read_meta(tmp_path / "prm")
+    assert meta["prm_kind"] == "likelihood" and meta["config"]["likelihood"] == "mean"
+    with pytest.raises(ConfigError, match="likelihood PRM has no weights"):
+        load_prm(tmp_path / "prm")

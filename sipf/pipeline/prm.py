@@ -6,6 +6,13 @@ token that closes each step (the one covering the newline after it): ``ĉ_j = P(
 q, s_1..s_j)``. Because the backbone is causal, that token sees exactly the prefix up to
 step j, so one forward pass scores every step of a path. The loss is binary cross-entropy
 on those tokens only; every other position is ignored.
+
+``prm.kind`` picks how that position is read: ``classifier`` (the head above, starting at
+random), ``lm_head`` (the backbone's LM head restricted to the label tokens '+' and '-', as
+Math-Shepherd and OpenRLHF read a PRM: softmax over two logits is sigmoid((w₊ − w₋)·h), so it is
+the same 2-way head, started from the LM head's rows of those tokens instead of at random) or
+``likelihood`` (no training: the sampling policy's own token probabilities over each step; a
+departure from the paper, and the baseline a trained PRM must beat).
 """
 
 from __future__ import annotations
@@ -23,11 +30,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import (AutoModelForTokenClassification, AutoTokenizer, PreTrainedModel,
+from transformers import (AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer,
+                          PreTrainedModel,
                           PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments,
                           set_seed)
 
-from sipf.config import AGGREGATES, ModelConfig, PrmConfig
+from sipf.config import AGGREGATES, STEP_LIKELIHOODS, ModelConfig, PrmConfig
 from sipf.errors import ConfigError, DataError
 from sipf.models import (ADAPTER_CONFIG, PARENT_FILE, attach_lora, base_location, load_weights,
                          resolve_source, save_weights)
@@ -38,6 +46,7 @@ from sipf.tasks.prompts import format_prompt
 INSTRUCTION = "\nPlease reason step by step.\n"
 META_FILE = "prm.json"  # marks a directory as a PRM checkpoint and says how to reload it
 _KIND = "sipf-prm"
+LABEL_TOKENS = ("-", "+")  # kind lm_head: wrong, correct (Math-Shepherd's labels), in head order
 
 
 # ----------------------------------------------------------------------------- data
@@ -51,7 +60,11 @@ def path_prefix(question: str, prompt_style: str | None = None) -> str:
 def format_path(question: str, steps: Sequence[str],
                 prompt_style: str | None = None) -> tuple[str, list[int]]:
     """The PRM input and, per step, the character index of the newline that closes it."""
-    prefix = path_prefix(question, prompt_style)
+    return join_steps(path_prefix(question, prompt_style), steps)
+
+
+def join_steps(prefix: str, steps: Sequence[str]) -> tuple[str, list[int]]:
+    """``prefix + s_1 + "\\n" + … + s_n + "\\n"`` and the index of each step's closing newline."""
     parts = [prefix]
     length = len(prefix)
     closing = []
@@ -211,12 +224,14 @@ def score_steps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
 
 
 @torch.inference_mode()
-def mean_log_probs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                   prompts: Sequence[str], completions: Sequence[str],
-                   batch_size: int = 16) -> list[float]:
-    """The policy's mean token log-probability of each completion after its prompt: how
-    likely the model finds a path, with no reward model at all (the baseline a PRM must
-    beat at ranking)."""
+def _completion_log_probs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                          prompts: Sequence[str], completions: Sequence[str],
+                          batch_size: int) -> list[torch.Tensor]:
+    """log p(token | everything before it) of each completion token after its prompt.
+
+    Prompt and completion are tokenized apart and joined, as the policy generated them (one
+    BPE pass over both could merge across the boundary into tokens it never produced).
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -227,7 +242,7 @@ def mean_log_probs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
         rows.append((head + tokenizer(completion, add_special_tokens=False)["input_ids"],
                      len(head)))
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
-    out = [0.0] * len(rows)
+    out: list[torch.Tensor] = [torch.empty(0)] * len(rows)
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         width = max(len(rows[i][0]) for i in chunk)
@@ -239,9 +254,58 @@ def mean_log_probs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
             -1, ids[:, 1:, None].to(device))[..., 0].cpu()
         for row, i in enumerate(chunk):
             ids_i, head = rows[i]
-            tokens = logp[row, head - 1:len(ids_i) - 1]  # the completion's tokens only
-            out[i] = float(tokens.mean()) if tokens.numel() else 0.0
+            out[i] = logp[row, head - 1:len(ids_i) - 1]  # the completion's tokens only
     model.train(was_training)
+    return out
+
+
+def mean_log_probs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                   prompts: Sequence[str], completions: Sequence[str],
+                   batch_size: int = 16) -> list[float]:
+    """The policy's mean token log-probability of each completion after its prompt: how
+    likely the model finds a path, with no reward model at all (the baseline a PRM must
+    beat at ranking)."""
+    return [float(tokens.mean()) if tokens.numel() else 0.0
+            for tokens in _completion_log_probs(model, tokenizer, prompts, completions,
+                                                batch_size)]
+
+
+def likelihood_step_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                           prompts: Sequence[str], paths: Sequence[Sequence[str]],
+                           batch_size: int = 16, reduce: str = "min_digit") -> list[list[float]]:
+    """Kind ``likelihood``: each step's score from the policy's own log-probs of its tokens,
+    read after ``prompt + s_1 + "\\n" + … + s_{j-1} + "\\n"`` (the text the policy wrote).
+
+    ``reduce``: exp of the ``min`` or ``mean`` token log-prob over the tokens overlapping the
+    step's characters, or ``min_digit``, the min over those holding a digit (arith's errors
+    are wrong numbers; a step without a digit falls back to ``min``). A step without tokens
+    scores 1. The closing newline belongs to no step: it says where a step ends, not whether
+    it is right.
+    """
+    if reduce not in STEP_LIKELIHOODS:
+        raise ConfigError(f"prm.likelihood: {reduce!r} is not one of "
+                          f"{', '.join(STEP_LIKELIHOODS)}")
+    if not tokenizer.is_fast:
+        raise ConfigError("the likelihood PRM needs a fast tokenizer (offset mappings)")
+    completions = ["\n".join(steps) for steps in paths]
+    log_probs = _completion_log_probs(model, tokenizer, prompts, completions, batch_size)
+    out = []
+    for steps, completion, logp in zip(paths, completions, log_probs, strict=True):
+        offsets = tokenizer(completion, add_special_tokens=False,
+                            return_offsets_mapping=True)["offset_mapping"]
+        scores, begin = [], 0
+        for step in steps:
+            end = begin + len(step)
+            inside = [t for t, (a, b) in enumerate(offsets) if a < end and b > begin]
+            digits = [t for t in inside if any(c.isdigit() for c in completion[offsets[t][0]:
+                                                                               offsets[t][1]])]
+            chosen = logp[digits if reduce == "min_digit" and digits else inside]
+            if not chosen.numel():
+                scores.append(1.0)
+            else:
+                scores.append(math.exp(float(chosen.mean() if reduce == "mean" else chosen.min())))
+            begin = end + 1  # past the newline
+        out.append(scores)
     return out
 
 
@@ -293,9 +357,14 @@ def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return 0 if pad is None else pad
 
 
-def _token_classifier(location: str, dtype: str, load_in_4bit: bool) -> PreTrainedModel:
-    """A backbone with a fresh 2-way head; a LoRA policy is merged into its base first."""
+def _token_classifier(location: str, dtype: str, load_in_4bit: bool,
+                      auto_class: type = AutoModelForTokenClassification,
+                      **kwargs: Any) -> PreTrainedModel:
+    """A backbone with a fresh 2-way head (or, given ``auto_class``, that class of model); a
+    LoRA policy is merged into its base first."""
     location = base_location(location)  # follow a models/base source.json pointer
+    if auto_class is AutoModelForTokenClassification:
+        kwargs.setdefault("num_labels", 2)
     adapter = Path(location) / ADAPTER_CONFIG
     if adapter.is_file():
         from peft import PeftConfig, PeftModel
@@ -305,23 +374,49 @@ def _token_classifier(location: str, dtype: str, load_in_4bit: bool) -> PreTrain
         parent_file = Path(location) / PARENT_FILE  # written by save_policy
         parent = json.loads(parent_file.read_text())["parent"] if parent_file.is_file() \
             else config.base_model_name_or_path
-        base = _token_classifier(parent, dtype, load_in_4bit)
+        base = _token_classifier(parent, dtype, load_in_4bit, auto_class, **kwargs)
         merged = PeftModel.from_pretrained(base, location, config=config).merge_and_unload()
         return merged.requires_grad_(True)  # loading the adapter froze every base weight
     source = resolve_source(location, "prm.backbone")
     if source.kind == "scratch":
         raise ConfigError("prm.backbone: 'scratch' is not a model; pass the policy's directory")
     try:
-        return load_weights(AutoModelForTokenClassification, source.location, dtype,
-                            load_in_4bit=load_in_4bit, gguf_file=source.gguf_file, num_labels=2)
+        return load_weights(auto_class, source.location, dtype,
+                            load_in_4bit=load_in_4bit, gguf_file=source.gguf_file, **kwargs)
     except (OSError, ValueError) as err:
         raise ConfigError(f"prm.backbone: cannot load {location}: {err}") from err
 
 
-def load_prm(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """(model, tokenizer) of a checkpoint written by :func:`train_prm`."""
-    path = Path(path)
-    meta_file = path / META_FILE
+def label_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Kind lm_head: the ids of LABEL_TOKENS, each of which must be one token."""
+    ids = []
+    for label in LABEL_TOKENS:
+        encoded = tokenizer(label, add_special_tokens=False)["input_ids"]
+        if len(encoded) != 1 or tokenizer.decode(encoded) != label:  # one token, not <unk>
+            raise ConfigError(f"prm.kind: lm_head reads the label tokens {LABEL_TOKENS}, but the "
+                              f"tokenizer makes {label!r} into {encoded}, not one known token")
+        ids.append(encoded[0])
+    return ids
+
+
+@torch.no_grad()
+def start_from_lm_head(model: PreTrainedModel, backbone_dir: str, dtype: str,
+                       tokenizer: PreTrainedTokenizerBase) -> None:
+    """Kind lm_head: set the 2-way head to the backbone's LM-head rows of '-' and '+', so
+    P(correct) starts as the LM's softmax restricted to those two tokens. The head is a copy:
+    with tied embeddings, training the LM head itself would also move the input embeddings
+    of '+' and '-', which arithmetic steps contain."""
+    lm = _token_classifier(backbone_dir, dtype, False, AutoModelForCausalLM)
+    rows = lm.get_output_embeddings().weight[label_token_ids(tokenizer)]
+    head = model.score if hasattr(model, "score") else model.classifier
+    head.weight.copy_(rows.to(head.weight.dtype))
+    if head.bias is not None:
+        head.bias.zero_()  # an LM head has no bias (Llama, GPT-2, ...)
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """What :func:`train_prm` wrote into ``path/prm.json`` (``prm_kind``: how to score)."""
+    meta_file = Path(path) / META_FILE
     try:
         meta = json.loads(meta_file.read_text())
     except (OSError, json.JSONDecodeError) as err:
@@ -329,6 +424,17 @@ def load_prm(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase
                           f"with the prm stage)") from err
     if not isinstance(meta, dict) or meta.get("kind") != _KIND:
         raise ConfigError(f"{path}: not a PRM checkpoint ({META_FILE} is not sipf's)")
+    meta.setdefault("prm_kind", "classifier")  # checkpoints from before prm.kind
+    return meta
+
+
+def load_prm(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(model, tokenizer) of a checkpoint written by :func:`train_prm`."""
+    path = Path(path)
+    meta = read_meta(path)
+    if meta["prm_kind"] == "likelihood":
+        raise ConfigError(f"{path}: a likelihood PRM has no weights; score its steps with "
+                          f"likelihood_step_scores on the policy")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         if meta["lora"]:
@@ -447,8 +553,13 @@ def train_prm(backbone_dir: str | Path, tokenizer: PreTrainedTokenizerBase,
     ``{best_epoch, val_step_accuracy, train_steps (optimizer steps), per_epoch, ...}``;
     with a single question there is no validation, the last epoch is kept and the
     validation metrics are None.
+
+    Kind ``likelihood`` trains nothing: ``out_dir`` gets only its ``prm.json`` (scores come
+    from the policy, :func:`likelihood_step_scores`) and the metrics say so.
     """
     model_cfg = model_cfg or ModelConfig()
+    if cfg.kind == "likelihood":
+        return _save_likelihood_marker(out_dir, backbone_dir, cfg, model_cfg, live_dir)
     train_ids, val_ids = split_questions([e["question_id"] for e in examples],
                                          cfg.val_fraction, cfg.seed)
     train = [f for e in examples if e["question_id"] in train_ids
@@ -460,6 +571,8 @@ def train_prm(backbone_dir: str | Path, tokenizer: PreTrainedTokenizerBase,
     quantized = cfg.lora and model_cfg.load_in_4bit
     set_seed(cfg.seed)  # the new head is initialised here, before the Trainer seeds anything
     model = _token_classifier(str(backbone_dir), model_cfg.dtype, quantized)
+    if cfg.kind == "lm_head":
+        start_from_lm_head(model, str(backbone_dir), model_cfg.dtype, tokenizer)
     if cfg.lora:
         model = attach_lora(model, model_cfg.lora_params, quantized, task_type="TOKEN_CLS")
     live = live_run(live_dir)
@@ -479,7 +592,7 @@ def train_prm(backbone_dir: str | Path, tokenizer: PreTrainedTokenizerBase,
     if live is not None:  # the summary otherwise shows the last epoch, not the kept one
         live.summary.update(best_epoch=best_epoch, best_val_step_accuracy=best_accuracy)
         live.end()
-    return {"best_epoch": best_epoch, "val_step_accuracy": best_accuracy,
+    return {"kind": cfg.kind, "best_epoch": best_epoch, "val_step_accuracy": best_accuracy,
             "train_steps": trainer.state.global_step,
             "train_questions": len(train_ids), "val_questions": len(val_ids),
             "train_paths": len(train), "val_paths": len(val),
@@ -490,10 +603,30 @@ def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: s
           backbone_dir: str | Path, cfg: PrmConfig, model_cfg: ModelConfig,
           quantized: bool) -> None:
     """Model (or adapter + head), tokenizer and the metadata load_prm needs, atomically."""
-    meta = {"kind": _KIND, "backbone": str(backbone_dir), "lora": cfg.lora,
-            "load_in_4bit": quantized, "dtype": model_cfg.dtype,
-            "config": dataclasses.asdict(cfg)}
     with atomic_path(out_dir, directory=True) as tmp:
         save_weights(model, tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        _write_meta(tmp, backbone_dir, cfg, model_cfg, quantized)
+
+
+def _write_meta(directory: Path, backbone_dir: str | Path, cfg: PrmConfig,
+                model_cfg: ModelConfig, quantized: bool) -> None:
+    meta = {"kind": _KIND, "prm_kind": cfg.kind, "backbone": str(backbone_dir),
+            "lora": cfg.lora, "load_in_4bit": quantized, "dtype": model_cfg.dtype,
+            "config": dataclasses.asdict(cfg)}
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def _save_likelihood_marker(out_dir: str | Path, backbone_dir: str | Path, cfg: PrmConfig,
+                            model_cfg: ModelConfig, live_dir: str | Path | None
+                            ) -> dict[str, Any]:
+    """Kind likelihood: a directory holding only prm.json (no weights are copied: the score
+    stage reads the policy it is given), and metrics with nothing trained."""
+    with atomic_path(out_dir, directory=True) as tmp:
+        _write_meta(tmp, backbone_dir, cfg, model_cfg, False)
+    live = live_run(live_dir)
+    if live is not None:
+        live.summary.update(kind="likelihood", best_epoch=None, best_val_step_accuracy=None)
+        live.end()
+    return {"kind": "likelihood", "likelihood": cfg.likelihood, "best_epoch": None,
+            "val_step_accuracy": None, "train_steps": 0, "per_epoch": []}

@@ -9,7 +9,8 @@ from sipf import layout
 from sipf.config import prm_prompt_style
 from sipf.methods import method_named
 from sipf.models import load_policy, load_tokenizer
-from sipf.pipeline.prm import aggregate, load_prm, mean_log_probs, score_steps, step_accuracy
+from sipf.pipeline.prm import (aggregate, likelihood_step_scores, load_prm, mean_log_probs,
+                               read_meta, score_steps, step_accuracy)
 from sipf.pipeline.reward_metrics import reward_report
 from sipf.stages.common import LoopStage, check_ids, loop_stage, read_rows, train_records_by_id
 from sipf.storage import write_json, write_parquet
@@ -33,23 +34,32 @@ def main(stage: LoopStage) -> None:
         write_json({"paths": len(rows), "aggregate": "outcome"}, it.stage_metrics("score"))
         stage.say(f"{len(rows)} paths rewarded by their outcome")
         return
-    model, tokenizer = load_prm(it.prm)
     steps = [list(p["steps"]) for p in paths]
-    scores = score_steps(model, tokenizer, [records[p["question_id"]].question for p in paths],
-                         steps, batch_size=cfg.batch_size,
-                         prompt_style=prm_prompt_style(params))
+    # M_{k-1}: the likelihood PRM's scorer, and the no-training baseline of the ranking
+    policy = load_policy(stage.policy, layout.BASE, params.model, merged=True)
+    policy_tokenizer = load_tokenizer(layout.BASE)
+    meta = read_meta(it.prm)
+    if meta["prm_kind"] == "likelihood":
+        scores = likelihood_step_scores(policy, policy_tokenizer,
+                                        [prompts[p["question_id"]] for p in paths], steps,
+                                        batch_size=cfg.batch_size,
+                                        reduce=meta["config"]["likelihood"])
+    else:
+        model, tokenizer = load_prm(it.prm)
+        scores = score_steps(model, tokenizer,
+                             [records[p["question_id"]].question for p in paths], steps,
+                             batch_size=cfg.batch_size, prompt_style=prm_prompt_style(params))
     rows = [{"question_id": p["question_id"], "path_id": p["path_id"], "text": p["text"],
              "outcome": p["outcome"], "step_scores": s, "reward": aggregate(s, cfg.aggregate),
              "iteration": k} for p, s in zip(paths, scores)]
-    # M_{k-1}'s own likelihood of each path: the no-training baseline of the ranking
-    policy = load_policy(stage.policy, layout.BASE, params.model, merged=True)
-    likelihoods = mean_log_probs(policy, load_tokenizer(layout.BASE),
+    likelihoods = mean_log_probs(policy, policy_tokenizer,
                                  [prompts[p["question_id"]] for p in paths],
                                  [p["text"] for p in paths], batch_size=cfg.batch_size)
     oracle_of = task_named(params.prepare.task).step_oracle
     oracle = None if oracle_of is None else [
         [float(x) for x in oracle_of(records[p["question_id"]], s)] for p, s in zip(paths, steps)]
-    metrics: dict = {"paths": len(rows), "aggregate": cfg.aggregate, **reward_report(
+    metrics: dict = {"paths": len(rows), "aggregate": cfg.aggregate,
+                     "prm_kind": meta["prm_kind"], **reward_report(
         [r["question_id"] for r in rows], [bool(r["outcome"]) for r in rows], scores,
         [r["reward"] for r in rows], cfg.aggregate, oracle=oracle, likelihoods=likelihoods)}
     if oracle is not None:
