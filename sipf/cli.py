@@ -31,3 +31,7 @@ class LazyStages(click.Group):
 @click.version_option(package_name="sipf")
 def main() -> None:
     """Self-iterative process feedback for small language models (DVC pipeline stages)."""
+
+
+if __name__ == "__main__":  # `python -m sipf.cli`: how a training stage starts its processes
+    main()

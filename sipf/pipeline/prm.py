@@ -28,6 +28,7 @@ from transformers import (AutoModelForTokenClassification, AutoTokenizer, PreTra
                           set_seed)
 
 from sipf.config import AGGREGATES, ModelConfig, PrmConfig
+from sipf.distributed import is_main, sum_across, world_size
 from sipf.errors import ConfigError, DataError
 from sipf.models import (ADAPTER_CONFIG, PARENT_FILE, attach_lora, base_location, load_weights,
                          resolve_source, save_weights)
@@ -157,8 +158,10 @@ def split_questions(question_ids: Sequence[Any], val_fraction: float, seed: int
 
 
 # ----------------------------------------------------------------------------- loss, scores
-def prm_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy of P(correct) = softmax(logits)[..., 1] on masked positions.
+def prm_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+             total: float | None = None) -> torch.Tensor:
+    """Mean binary cross-entropy of P(correct) = softmax(logits)[..., 1] on masked positions,
+    or with ``total`` their sum divided by it (a count over several processes' batches).
 
     For two classes, softmax(l)[1] = sigmoid(l1 - l0), so BCE-with-logits on the difference
     is the stable form; soft targets work unchanged.
@@ -166,6 +169,9 @@ def prm_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     margin = (logits[..., 1] - logits[..., 0])[mask]
     if margin.numel() == 0:  # every step truncated away: a zero that keeps the graph
         return logits.sum() * 0.0
+    if total is not None:
+        return F.binary_cross_entropy_with_logits(margin.float(), target[mask].float(),
+                                                  reduction="sum") / total
     return F.binary_cross_entropy_with_logits(margin.float(), target[mask].float())
 
 
@@ -360,17 +366,25 @@ class PrmTrainer(Trainer):
         inputs = dict(inputs)
         target, mask = inputs.pop("target"), inputs.pop("mask")
         outputs = model(**inputs)
-        loss = prm_loss(outputs.logits, target, mask)
+        processes = world_size()
+        if model.training and processes > 1:
+            # DDP averages the processes' gradients. Each one's sum over its labelled steps,
+            # divided by the count over all of them and times the processes, makes that
+            # average the gradient of the global batch's mean: one process's loss exactly.
+            total = sum_across([float(mask.sum())])[0]
+            loss = prm_loss(outputs.logits, target, mask, total=total or 1.0) * processes
+        else:
+            loss = prm_loss(outputs.logits, target, mask)
         if model.training:
             self._loss_sum += loss.item()
             self._loss_count += 1
         return (loss, outputs) if return_outputs else loss
 
     def pop_epoch_loss(self) -> float:
-        """Mean training loss since the last call."""
-        mean = self._loss_sum / max(1, self._loss_count)
+        """Mean training loss since the last call (over every process's steps)."""
+        total, count = sum_across([self._loss_sum, self._loss_count])
         self._loss_sum, self._loss_count = 0.0, 0
-        return mean
+        return total / max(1, count)
 
 
 class _BestEpoch:
@@ -412,7 +426,7 @@ class _EpochEnd(TrainerCallback):
         model = self.trainer.model
         row: dict[str, Any] = {"epoch": len(self.per_epoch) + 1,
                                "train_loss": self.trainer.pop_epoch_loss()}
-        if self.val:
+        if self.val and is_main():  # only rank 0's PRM is saved, so only it validates
             row.update(_validate(model, self.val, self.batch_size, self.pad_token_id))
             self.best.offer(model, row["epoch"], row["val_step_accuracy"], row["val_loss"])
         self.per_epoch.append(row)
