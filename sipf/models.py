@@ -140,7 +140,7 @@ def load_weights(auto_class: type, location: str | Path, dtype: str, *,
     NF4 weights with ``load_in_4bit``, and a ``gguf_file`` dequantized into a plain model."""
     kwargs["dtype"] = _DTYPES[dtype]
     if load_in_4bit:
-        kwargs["quantization_config"] = nf4_config()
+        kwargs["quantization_config"] = nf4_config(kwargs.pop("keep_full", None))
         if torch.cuda.is_available():  # 4-bit weights are not moved later: each process's GPU
             kwargs.setdefault("device_map", {"": int(os.environ.get("LOCAL_RANK", "0"))})
     if gguf_file:
@@ -160,12 +160,14 @@ def _strip_gguf_quantizer(model: PreTrainedModel) -> None:
         del model.config.quantization_config
 
 
-def nf4_config():
-    """QLoRA's 4-bit NF4 weights with double quantization (bitsandbytes; loads on CPU too)."""
+def nf4_config(keep_full: list[str] | None = None):
+    """QLoRA's 4-bit NF4 weights with double quantization (bitsandbytes; loads on CPU too);
+    modules named in ``keep_full`` stay in full precision (None: transformers' default)."""
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        llm_int8_skip_modules=keep_full,
         bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32)
 
 

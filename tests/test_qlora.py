@@ -1,5 +1,5 @@
 """QLoRA on the CPU (docs/scale.md): bitsandbytes' 4-bit NF4 weights under the SFT adapter,
-an iteration's adapter on top of it, and evaluation, through the stages.
+the PRM's adapter, an iteration's adapter on top of M0's, and evaluation, through the stages.
 
 `model.policy: scratch` refuses 4-bit, so the policy is a tiny Llama saved as a local
 pretrained model (tests.helpers.tiny_pretrained; hidden size 64, the least bitsandbytes'
@@ -26,6 +26,7 @@ ADAPTER = {"r": 8, "alpha": 16, "dropout": 0.0}
 # The adapters must move off their zero start for folding to matter: a high learning rate.
 QLORA = {"model": {"load_in_4bit": True, "lora": True, "lora_params": ADAPTER},
          "sft": {"learning_rate": 0.01},
+         "prm": {"lora": True, "epochs": 1, "batch_size": 4},
          "align": {"learning_rate": 0.01, "max_steps": 6, "batch_size": 4, "lora": ADAPTER}}
 
 
@@ -36,20 +37,25 @@ def project(tmp_path_factory):
     labelled_project(root, **{**QLORA, "model": {**QLORA["model"], "policy": str(tiny)}})
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        for args in (["align", "--iteration", "1", "--policy", "models/sft"],
+        for args in (["train_prm", "--iteration", "1", "--policy", "models/sft"],
+                     ["score", "--iteration", "1", "--policy", "models/sft"],
+                     ["align", "--iteration", "1", "--policy", "models/sft"],
                      ["evaluate", "--model", "models/it1/policy", "--name", "it1"]):
             result = run(*args)
             assert result.exit_code == 0, f"{args[0]}: {result.output}"
         yield root
 
 
-def test_sft_and_the_iteration_train_adapters_on_4bit_weights_and_evaluate(project):
+def test_sft_prm_and_the_iteration_train_adapters_on_4bit_weights_and_evaluate(project):
     for adapter, parent in (("models/sft", "models/base"), ("models/it1/policy", "models/sft")):
         assert json.loads((project / adapter / "parent.json").read_text()) == {"parent": parent}
         # Only the adapter trained there: M0's, active under it, is saved in models/sft.
         assert sorted(p.name for p in (project / adapter).iterdir()
                       if "adapter" in p.name or p.is_dir()) == ["adapter_config.json",
                                                                 "adapter_model.safetensors"]
+    # The PRM: a LoRA and a full-precision head on the 4-bit backbone, which scores paths.
+    assert json.loads((project / "models/it1/prm/prm.json").read_text())["load_in_4bit"]
+    assert len(read_parquet(project / "data/it1/scores.parquet")) == 16
     evaluation = json.loads((project / "metrics/eval/it1.json").read_text())
     assert (evaluation["test"]["total"], evaluation["ood"]["total"]) == (6, 4)
 

@@ -313,13 +313,17 @@ def _token_classifier(location: str, dtype: str, load_in_4bit: bool) -> PreTrain
             else config.base_model_name_or_path
         base = _token_classifier(parent, dtype, load_in_4bit)
         merged = PeftModel.from_pretrained(base, location, config=config).merge_and_unload()
+        if load_in_4bit:  # 4-bit weights cannot require gradients: the PRM's LoRA trains
+            return merged
         return merged.requires_grad_(True)  # loading the adapter froze every base weight
     source = resolve_source(location, "prm.backbone")
     if source.kind == "scratch":
         raise ConfigError("prm.backbone: 'scratch' is not a model; pass the policy's directory")
     try:
         return load_weights(AutoModelForTokenClassification, source.location, dtype,
-                            load_in_4bit=load_in_4bit, gguf_file=source.gguf_file, num_labels=2)
+                            load_in_4bit=load_in_4bit, gguf_file=source.gguf_file, num_labels=2,
+                            # the new head trains in full (a 4-bit one cannot)
+                            **({"keep_full": ["score"]} if load_in_4bit else {}))
     except (OSError, ValueError) as err:
         raise ConfigError(f"prm.backbone: cannot load {location}: {err}") from err
 
