@@ -8,7 +8,7 @@ STAMP   = $(VENV)/.installed
 LOCK    = requirements.lock
 LOCK_VENV ?= .venv-lock
 
-.PHONY: install lock repro test test-slow experiments run-queue report push
+.PHONY: install lock repro test test-slow test-distributed experiments run-queue report push
 
 # $(call install-into,VENV,PIP OPTIONS): a virtual environment with everything the project
 # uses. torch==2.13.0 is the CPU wheel (unpinned torch pulls a multi-GB CUDA build); the
@@ -49,6 +49,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	. $(BIN)/activate && python -m pytest -q -m slow
+
+# Training as 2 processes under torchrun against 1 (tests/test_distributed.py, 2-3 min): each
+# 2-process stage starts three Python processes, so not in `make test`.
+test-distributed: $(STAMP)
+	. $(BIN)/activate && python -m pytest -q -m distributed
 
 # Every method x seed and the or_weight sweep as DVC experiments (docs/experiments.md), then the report.
 METHODS = cot,sft,rft,prft,star,srf,psrf,rpo,siof,sipf,sipf_no_or,sipf_no_pf_or

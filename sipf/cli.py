@@ -33,5 +33,5 @@ def main() -> None:
     """Self-iterative process feedback for small language models (DVC pipeline stages)."""
 
 
-if __name__ == "__main__":  # python -m sipf.cli, as the console script does
+if __name__ == "__main__":  # `python -m sipf.cli`: how a training stage starts its processes
     main()

@@ -279,6 +279,23 @@ class GenerationConfig:
         _at_least("generation.workers", self.workers, 1)
 
 
+# ----------------------------------------------------------------------------- distributed
+@dataclass(frozen=True)
+class DistributedConfig:
+    nproc_per_node: int = _help("Processes that train together (DDP: gloo on CPU, NCCL on a "
+                                "GPU each) in sft, train_prm, align and control: above 1 the "
+                                "stage starts itself again under `python -m "
+                                "torch.distributed.run`. Every batch_size stays the global "
+                                "batch of one optimizer step (each process takes batch_size / "
+                                "nproc_per_node, which must divide), so the loss curve is "
+                                "one process's up to float rounding, as long as the examples "
+                                "fill whole global batches (else the last one is completed "
+                                "from the first examples).", 1)
+
+    def __post_init__(self) -> None:
+        _at_least("distributed.nproc_per_node", self.nproc_per_node, 1)
+
+
 # ----------------------------------------------------------------------------- sft
 @dataclass(frozen=True)
 class SftConfig:
@@ -607,6 +624,8 @@ class Params:
     model: ModelConfig = _help("Policy model.", factory=ModelConfig)
     generation: GenerationConfig = _help("The generation engine of sample, simulate and "
                                          "evaluate.", factory=GenerationConfig)
+    distributed: DistributedConfig = _help("Training in several processes.",
+                                           factory=DistributedConfig)
     sft: SftConfig = _help("Iteration 0: supervised fine-tuning.", factory=SftConfig)
     evaluate: EvaluateConfig = _help("Greedy evaluation.", factory=EvaluateConfig)
     loop: dict[str, IterationItem] = _help(
@@ -622,6 +641,13 @@ class Params:
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHOD_NAMES)  # fails here, before any stage runs
+        nproc = self.distributed.nproc_per_node
+        for key, batch in (("sft.batch_size", self.sft.batch_size),
+                           ("prm.batch_size", self.prm.batch_size),
+                           ("align.batch_size", self.align.batch_size)):
+            _require(batch % nproc == 0, key, f"{batch} sequences per step do not divide among "
+                     f"distributed.nproc_per_node = {nproc} processes; choose a multiple of "
+                     f"{nproc}")
         for name, item in self.loop.items():
             if name != f"it{item.k}":
                 raise ConfigError(f"loop.{name}: name it must be it{item.k} (k = {item.k})")

@@ -10,6 +10,7 @@ Trained policies are saved as full checkpoints (from scratch) or LoRA adapters.
 from __future__ import annotations
 
 import json
+import os
 import string
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -139,7 +140,9 @@ def load_weights(auto_class: type, location: str | Path, dtype: str, *,
     NF4 weights with ``load_in_4bit``, and a ``gguf_file`` dequantized into a plain model."""
     kwargs["dtype"] = _DTYPES[dtype]
     if load_in_4bit:
-        kwargs["quantization_config"] = nf4_config()
+        kwargs["quantization_config"] = nf4_config(kwargs.pop("keep_full", None))
+        if torch.cuda.is_available():  # 4-bit weights are not moved later: each process's GPU
+            kwargs.setdefault("device_map", {"": int(os.environ.get("LOCAL_RANK", "0"))})
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     model = auto_class.from_pretrained(location, **kwargs)
@@ -157,12 +160,14 @@ def _strip_gguf_quantizer(model: PreTrainedModel) -> None:
         del model.config.quantization_config
 
 
-def nf4_config():
-    """QLoRA's 4-bit NF4 weights with double quantization (bitsandbytes; loads on CPU too)."""
+def nf4_config(keep_full: list[str] | None = None):
+    """QLoRA's 4-bit NF4 weights with double quantization (bitsandbytes; loads on CPU too);
+    modules named in ``keep_full`` stay in full precision (None: transformers' default)."""
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        llm_int8_skip_modules=keep_full,
         bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32)
 
 
@@ -214,31 +219,57 @@ def lora_config(params: LoraParams, task_type: str = "CAUSAL_LM") -> LoraConfig:
                       target_modules=list(params.target_modules), task_type=task_type)
 
 
+STACKED = "stack{}"  # a 4-bit policy's adapters, unmerged: stack0 sits on the base weights
+
+
+def adapter_chain(model_dir: str | Path, base_dir: str | Path) -> tuple[list[Path], Path]:
+    """The LoRA adapters a policy is made of, ``model_dir``'s own first, each trained on the
+    next (its PARENT_FILE, else the base), and the directory of the weights under them all."""
+    chain, here = [], Path(model_dir)
+    while (here / ADAPTER_CONFIG).is_file():
+        chain.append(here)
+        parent_file = here / PARENT_FILE
+        here = Path(json.loads(parent_file.read_text())["parent"] if parent_file.is_file()
+                    else base_dir)
+    return chain, here
+
+
 def load_policy(model_dir: str | Path, base_dir: str | Path, cfg: ModelConfig,
                 merged: bool = False) -> PreTrainedModel:
-    """A trained policy: a full checkpoint, or a LoRA adapter on the base model.
+    """A trained policy: a full checkpoint, or LoRA adapters on the base model.
 
-    ``merged`` folds an adapter into the weights: faster generation, no longer trainable.
+    Adapters stack (base -> SFT adapter -> iteration adapter). On full-precision weights
+    each parent adapter is folded into the weights before the next goes on top, and
+    ``merged`` folds the last one too: faster generation, no longer trainable. On 4-bit
+    weights folding an adapter in quantizes the sum again, which moves the logits
+    (docs/scale.md), so there every adapter stays unmerged and active (``STACKED`` names,
+    frozen) and ``merged`` is ignored.
     """
-    model_dir = Path(model_dir)
-    if (model_dir / ADAPTER_CONFIG).is_file():
-        from peft import PeftModel
+    chain, weights_dir = adapter_chain(model_dir, base_dir)
+    if weights_dir.resolve() == Path(base_dir).resolve():
+        model = load_base_model(base_dir, cfg)
+    elif (weights_dir / "config.json").is_file():
+        model = load_weights(AutoModelForCausalLM, weights_dir, cfg.dtype)
+    else:
+        raise ConfigError(f"{weights_dir}: neither a model checkpoint nor a LoRA adapter")
+    if not chain:
+        return model
+    from peft import PeftModel
 
-        # Adapters stack (base -> SFT adapter -> iteration adapter): load the parent, fold
-        # its own adapter into the weights, then put this one on top.
-        parent_file = model_dir / PARENT_FILE
-        parent = json.loads(parent_file.read_text())["parent"] if parent_file.is_file() \
-            else str(base_dir)
-        model = load_policy(parent, base_dir, cfg)
+    if getattr(model, "is_loaded_in_4bit", False):
+        names = [STACKED.format(i) for i in range(len(chain))]
+        for name, adapter in zip(names, reversed(chain)):
+            if isinstance(model, PeftModel):
+                model.load_adapter(str(adapter), adapter_name=name)
+            else:
+                model = PeftModel.from_pretrained(model, str(adapter), adapter_name=name)
+        model.base_model.set_adapter(names, inference_mode=True)
+        return model
+    for adapter in reversed(chain):
         if isinstance(model, PeftModel):
             model = model.merge_and_unload()
-        model = PeftModel.from_pretrained(model, model_dir)
-        return model.merge_and_unload() if merged else model
-    if model_dir.resolve() == Path(base_dir).resolve():
-        return load_base_model(base_dir, cfg)
-    if not (model_dir / "config.json").is_file():
-        raise ConfigError(f"{model_dir}: neither a model checkpoint nor a LoRA adapter")
-    return load_weights(AutoModelForCausalLM, model_dir, cfg.dtype)
+        model = PeftModel.from_pretrained(model, str(adapter))
+    return model.merge_and_unload() if merged else model
 
 
 def save_weights(model: PreTrainedModel, out_dir: str | Path) -> None:
@@ -248,8 +279,14 @@ def save_weights(model: PreTrainedModel, out_dir: str | Path) -> None:
     hash-seed order, so equal adapters hashed differently from run to run and every stage
     after one missed DVC's run cache. Each such field is rewritten sorted; the file is
     otherwise as PEFT wrote it (its keys, indentation and key order)."""
-    model.save_pretrained(out_dir)
-    for name, config in getattr(model, "peft_config", {}).items():
+    adapters = getattr(model, "peft_config", {})
+    # A 4-bit policy trains its adapter ("default") on its parents' unmerged adapters
+    # (load_policy's STACKED ones), which are saved already, in their own directories.
+    stacked = any(name.startswith(STACKED.format("")) for name in adapters)
+    model.save_pretrained(out_dir, **({"selected_adapters": ["default"]} if stacked else {}))
+    for name, config in adapters.items():
+        if stacked and name != "default":
+            continue
         unordered = [key for key, value in vars(config).items() if isinstance(value, set)]
         # PEFT saves adapter "default" in out_dir itself, any other in a subdirectory.
         config_file = Path(out_dir) / ("" if name == "default" else name) / ADAPTER_CONFIG

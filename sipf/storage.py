@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from sipf.distributed import is_main, rank
 from sipf.errors import DataError, OutputError
 
 
@@ -48,7 +49,13 @@ def outputs_together(*paths: str | Path) -> Iterator[None]:
     :func:`atomic_path` is complete in its temporary sibling before anything moves, and all
     are renamed into place only when the block ends without an error (on an error all are
     discarded and the old outputs stay). ``paths`` are checked for writability first, so a
-    read-only directory fails in a second, not after the training it would have saved."""
+    read-only directory fails in a second, not after the training it would have saved.
+
+    Under torchrun only global rank 0 writes: on every other rank the block checks and moves
+    nothing (its probes and stale-temporary sweep would race rank 0's temporaries)."""
+    if not is_main():
+        yield
+        return
     for path in paths:
         check_writable(path)
     block = _Outputs()
@@ -85,8 +92,14 @@ def _unwritable(final: Path, err: OSError) -> OutputError:
 @contextlib.contextmanager
 def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; move it into place only on success (inside
-    :func:`outputs_together`: when the whole block succeeds)."""
+    :func:`outputs_together`: when the whole block succeeds). Under torchrun, a rank other
+    than 0 gets a scratch path outside the outputs instead, deleted afterwards: it computes
+    what rank 0 computes and writes none of it."""
     final = Path(final)
+    if not is_main():
+        with _scratch(final, directory) as target:
+            yield target
+        return
     block = _BLOCK.get()
     deferred = block is not None and not block.holds(final.absolute())
     try:
@@ -106,6 +119,15 @@ def atomic_path(final: str | Path, directory: bool = False) -> Iterator[Path]:
         block.moves.append((tmp, target, final, directory))  # type: ignore[union-attr]
     else:
         _move_into_place(tmp, target, final, directory)
+
+
+@contextlib.contextmanager
+def _scratch(final: Path, directory: bool) -> Iterator[Path]:
+    tmp = Path(tempfile.mkdtemp(prefix=f"sipf-rank{rank()}-{final.name}."))
+    try:
+        yield tmp if directory else tmp / final.name
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _move_into_place(tmp: Path, target: Path, final: Path, directory: bool) -> None:

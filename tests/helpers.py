@@ -13,6 +13,9 @@ from sipf.models import build_char_tokenizer, build_scratch_model
 
 TINY_ARCH = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
              "max_position": 512}
+# bitsandbytes' CPU kernels quantize in blocks of 64 inputs: hidden_size 32 fails with
+# "RuntimeError: shape '[32, 0]' is invalid for input of size 16" (docs/scale.md).
+TINY_4BIT_ARCH = {**TINY_ARCH, "hidden_size": 64, "intermediate_size": 128}
 
 
 def tiny_model(texts: list[str] | None = None, seed: int = 0):
@@ -100,3 +103,77 @@ def wall_time_keys(metrics_dir: Path) -> list[str]:
             found += [f"{name}: {column}"
                       for column in [name, *path.read_text().splitlines()[0].split("\t")]]
     return [key for key in found if WALL_TIME.search(key.split(": ")[-1])]
+
+
+# Settings under which one process and several take the same optimizer steps
+# (tests/test_distributed.py, benchmarks/distributed_training.py): whole global batches
+# (SFT: 48 questions in 6 batches of 8; the PRM: 12 training paths in 3 batches of 4 an
+# epoch; ORPO: 8 pairs in 2 batches of 4) and no dropout, whose draws differ per process.
+DISTRIBUTED_LOOP = {
+    "sft": {"logging_steps": 1},
+    "prm": {"epochs": 3, "batch_size": 4, "val_fraction": 0.25, "learning_rate": 3e-3},
+    "align": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "learning_rate": 3e-3,
+              "lora": {"dropout": 0.0}}}
+
+
+def labelled_project(root: Path, **overrides: dict) -> None:
+    """In ``root``: a tiny project (DISTRIBUTED_LOOP, then ``overrides`` by section) with M0,
+    iteration 1's hand-made samples (:func:`hand_sampled_project`), and their step labels and
+    preference pairs by hand: every gold step right, every step of the corrupted path wrong;
+    gold over corrupted."""
+    import os
+
+    from sipf.storage import read_parquet, write_parquet
+    from sipf.tasks.base import split_steps
+
+    here = Path.cwd()
+    os.chdir(root)
+    try:
+        tiny_params(root / "params.yaml", **{**DISTRIBUTED_LOOP, **overrides})
+        hand_sampled_project()
+        samples = read_parquet("data/it1/samples.parquet")
+        prompts = {r["id"]: r["prompt"] for r in read_parquet("data/prepared/train.parquet")}
+        labels = [{"path_id": s["path_id"], "question_id": s["question_id"], "step_index": i,
+                   "step": step, "n_correct": 2 * bool(s["outcome"]), "k": 2,
+                   "hard": bool(s["outcome"]), "soft": float(s["outcome"])}
+                  for s in samples for i, step in enumerate(split_steps(s["text"]))]
+        by_question: dict[str, dict[bool, dict]] = {}
+        for s in samples:
+            by_question.setdefault(s["question_id"], {})[bool(s["outcome"])] = s
+        pairs = [{"question_id": q, "prompt": prompts[q], "chosen": paths[True]["text"],
+                  "rejected": paths[False]["text"], "chosen_path_id": paths[True]["path_id"],
+                  "rejected_path_id": paths[False]["path_id"], "chosen_reward": 1.0,
+                  "rejected_reward": 0.0, "chosen_outcome": True, "rejected_outcome": False,
+                  "iteration": 1} for q, paths in sorted(by_question.items())]
+        write_parquet(labels, "data/it1/step_labels.parquet")
+        write_parquet(pairs, "data/it1/prefs.parquet")
+        # The PRM's head reads its input through dropout (0.1 unless the backbone's config
+        # says otherwise).
+        config_file = Path("models/sft/config.json")  # none beside an adapter
+        if config_file.is_file():
+            config = json.loads(config_file.read_text())
+            config_file.write_text(json.dumps({**config, "classifier_dropout": 0.0}))
+    finally:
+        os.chdir(here)
+
+
+def with_processes(params_file: Path, nproc: int) -> None:
+    """``params_file`` with ``distributed.nproc_per_node`` set to ``nproc``."""
+    params = yaml.safe_load(params_file.read_text())
+    params["distributed"]["nproc_per_node"] = nproc
+    params_file.write_text(yaml.safe_dump(params))
+
+
+def logged_curve(tsv: Path) -> list[float]:
+    """The values of one DVCLive metric file (step and value columns), in step order."""
+    rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:]]
+    return [float(row[-1]) for row in rows]
+
+
+def tiny_pretrained(path: Path, arch: dict = TINY_4BIT_ARCH, seed: int = 0) -> Path:
+    """A tiny Llama and its character tokenizer saved as a local pretrained model: what
+    `model.policy` may name with `load_in_4bit` (which 'scratch' refuses)."""
+    tokenizer = build_char_tokenizer(["Q: 1+1\nA:\nThe answer is 2"])
+    build_scratch_model(ScratchModelParams(**arch), tokenizer, seed).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

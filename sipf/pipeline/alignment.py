@@ -70,21 +70,46 @@ def _drop_added_bos(row: dict, tokenizer: PreTrainedTokenizerBase) -> dict:
 
 
 def with_adapter(model: PreTrainedModel, cfg: AlignConfig,
-                  adapter_dir: Path | None) -> PeftModel:
-    """``model`` wrapped in a trainable LoRA adapter: loaded from ``adapter_dir``, or fresh."""
+                 adapter_dir: Path | None, stack: bool = True) -> PeftModel:
+    """``model`` wrapped in a trainable LoRA adapter: loaded from ``adapter_dir``, or fresh.
+
+    An adapter M0 is folded into its weights first, except on 4-bit weights with ``stack``:
+    folding would quantize the sum again (docs/scale.md), so M0's adapters stay unmerged,
+    frozen and active under the new one (the stack ``load_policy`` rebuilds)."""
     if isinstance(model, PeftModel):
+        if stack and getattr(model, "is_loaded_in_4bit", False):
+            return _on_top(model, cfg, adapter_dir)
         # M0 trained as an adapter: the ORPO adapter sits on M0's merged weights.
         model = model.merge_and_unload()
     if getattr(model, "is_loaded_in_4bit", False):
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     if adapter_dir is not None:
-        if not (Path(adapter_dir) / ADAPTER_CONFIG).is_file():
-            raise DataError("not a LoRA adapter directory (no adapter_config.json)",
-                            file=adapter_dir)
+        _check_adapter(adapter_dir)
         return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
     set_seed(cfg.seed)  # the adapter's random initialisation
     return get_peft_model(model, lora_config(cfg.lora))
+
+
+def _check_adapter(adapter_dir: Path) -> None:
+    if not (Path(adapter_dir) / ADAPTER_CONFIG).is_file():
+        raise DataError("not a LoRA adapter directory (no adapter_config.json)", file=adapter_dir)
+
+
+def _on_top(model: PeftModel, cfg: AlignConfig, adapter_dir: Path | None) -> PeftModel:
+    """A trainable adapter "default" over ``model``'s adapters, which stay active, frozen."""
+    frozen = list(model.peft_config)
+    model = prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    if adapter_dir is not None:
+        _check_adapter(adapter_dir)
+        model.load_adapter(str(adapter_dir), adapter_name="default", is_trainable=True)
+    else:
+        set_seed(cfg.seed)  # the adapter's random initialisation
+        model.add_adapter("default", lora_config(cfg.lora))
+    model.base_model.set_adapter([*frozen, "default"])  # every active adapter trainable ...
+    model.set_requires_grad(frozen, requires_grad=False)  # ... but the new one
+    return model
 
 
 def control_config(cfg: AlignConfig) -> SftConfig:
@@ -190,7 +215,9 @@ def build_dpo_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     # adapter off) then score a sequence without noise.
     args = DPOConfig(**_training_args(cfg, output_dir), beta=cfg.dpo_beta, loss_type=loss_type,
                      loss_weights=weights, disable_dropout=True)
-    trainer = DPOTrainer(model=with_adapter(model, cfg, None), args=args,
+    # stack=False: TRL computes the reference with one adapter active ("ref", a copy of the
+    # fresh one), which would leave M0's own adapters out of it; M0 is folded in instead.
+    trainer = DPOTrainer(model=with_adapter(model, cfg, None, stack=False), args=args,
                          train_dataset=_pair_dataset(pairs), processing_class=tokenizer,
                          callbacks=list(callbacks))
     trainer.train_dataset = trainer.train_dataset.map(

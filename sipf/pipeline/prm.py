@@ -36,6 +36,7 @@ from transformers import (AutoModelForCausalLM, AutoModelForTokenClassification,
                           set_seed)
 
 from sipf.config import AGGREGATES, STEP_LIKELIHOODS, ModelConfig, PrmConfig
+from sipf.distributed import is_main, sum_across, world_size
 from sipf.errors import ConfigError, DataError
 from sipf.models import (ADAPTER_CONFIG, PARENT_FILE, attach_lora, base_location, load_weights,
                          resolve_source, save_weights)
@@ -170,8 +171,10 @@ def split_questions(question_ids: Sequence[Any], val_fraction: float, seed: int
 
 
 # ----------------------------------------------------------------------------- loss, scores
-def prm_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy of P(correct) = softmax(logits)[..., 1] on masked positions.
+def prm_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+             total: float | None = None) -> torch.Tensor:
+    """Mean binary cross-entropy of P(correct) = softmax(logits)[..., 1] on masked positions,
+    or with ``total`` their sum divided by it (a count over several processes' batches).
 
     For two classes, softmax(l)[1] = sigmoid(l1 - l0), so BCE-with-logits on the difference
     is the stable form; soft targets work unchanged.
@@ -179,6 +182,9 @@ def prm_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     margin = (logits[..., 1] - logits[..., 0])[mask]
     if margin.numel() == 0:  # every step truncated away: a zero that keeps the graph
         return logits.sum() * 0.0
+    if total is not None:
+        return F.binary_cross_entropy_with_logits(margin.float(), target[mask].float(),
+                                                  reduction="sum") / total
     return F.binary_cross_entropy_with_logits(margin.float(), target[mask].float())
 
 
@@ -376,13 +382,17 @@ def _token_classifier(location: str, dtype: str, load_in_4bit: bool,
             else config.base_model_name_or_path
         base = _token_classifier(parent, dtype, load_in_4bit, auto_class, **kwargs)
         merged = PeftModel.from_pretrained(base, location, config=config).merge_and_unload()
+        if load_in_4bit:  # 4-bit weights cannot require gradients: the PRM's LoRA trains
+            return merged
         return merged.requires_grad_(True)  # loading the adapter froze every base weight
     source = resolve_source(location, "prm.backbone")
     if source.kind == "scratch":
         raise ConfigError("prm.backbone: 'scratch' is not a model; pass the policy's directory")
     try:
         return load_weights(auto_class, source.location, dtype,
-                            load_in_4bit=load_in_4bit, gguf_file=source.gguf_file, **kwargs)
+                            load_in_4bit=load_in_4bit, gguf_file=source.gguf_file,
+                            # the new head trains in full (a 4-bit one cannot)
+                            **({"keep_full": ["score"]} if load_in_4bit else {}), **kwargs)
     except (OSError, ValueError) as err:
         raise ConfigError(f"prm.backbone: cannot load {location}: {err}") from err
 
@@ -466,17 +476,25 @@ class PrmTrainer(Trainer):
         inputs = dict(inputs)
         target, mask = inputs.pop("target"), inputs.pop("mask")
         outputs = model(**inputs)
-        loss = prm_loss(outputs.logits, target, mask)
+        processes = world_size()
+        if model.training and processes > 1:
+            # DDP averages the processes' gradients. Each one's sum over its labelled steps,
+            # divided by the count over all of them and times the processes, makes that
+            # average the gradient of the global batch's mean: one process's loss exactly.
+            total = sum_across([float(mask.sum())])[0]
+            loss = prm_loss(outputs.logits, target, mask, total=total or 1.0) * processes
+        else:
+            loss = prm_loss(outputs.logits, target, mask)
         if model.training:
             self._loss_sum += loss.item()
             self._loss_count += 1
         return (loss, outputs) if return_outputs else loss
 
     def pop_epoch_loss(self) -> float:
-        """Mean training loss since the last call."""
-        mean = self._loss_sum / max(1, self._loss_count)
+        """Mean training loss since the last call (over every process's steps)."""
+        total, count = sum_across([self._loss_sum, self._loss_count])
         self._loss_sum, self._loss_count = 0.0, 0
-        return mean
+        return total / max(1, count)
 
 
 class _BestEpoch:
@@ -518,7 +536,7 @@ class _EpochEnd(TrainerCallback):
         model = self.trainer.model
         row: dict[str, Any] = {"epoch": len(self.per_epoch) + 1,
                                "train_loss": self.trainer.pop_epoch_loss()}
-        if self.val:
+        if self.val and is_main():  # only rank 0's PRM is saved, so only it validates
             row.update(_validate(model, self.val, self.batch_size, self.pad_token_id))
             self.best.offer(model, row["epoch"], row["val_step_accuracy"], row["val_loss"])
         self.per_epoch.append(row)

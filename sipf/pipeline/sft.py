@@ -15,6 +15,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
 from sipf.config import SftConfig
+from sipf.distributed import broadcast_flag, is_main
 from sipf.errors import ConfigError
 from sipf.generation import HFGenerator, SamplingParams
 from sipf.pipeline.evaluation import evaluate_split
@@ -52,6 +53,15 @@ class AccuracyCurve(TrainerCallback):
         due = self._due(state.global_step, state.global_step == state.max_steps)
         if not due:
             return
+        # Under torchrun every rank holds the same weights: rank 0 alone probes (and logs),
+        # and every rank stops at its word, so all leave the training loop at the same step.
+        stop = self._probe(model, state, due) if is_main() else False
+        if broadcast_flag(stop):
+            control.should_training_stop = True
+        return control
+
+    def _probe(self, model: PreTrainedModel, state: Any, due: list[str]) -> bool:
+        """Greedy accuracy on the ``due`` splits, appended to the curve; whether to stop."""
         padding_side = self.tokenizer.padding_side  # the generator pads left; training right
         point: dict = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 3)}
         generator = HFGenerator(model, self.tokenizer, batch_size=self.batch_size)
@@ -64,11 +74,11 @@ class AccuracyCurve(TrainerCallback):
                 self.live.log_metric(f"accuracy/{split}", result.accuracy)
         self.tokenizer.padding_side = padding_side
         model.train()
-        if self.stop_at and point.get(VAL_SPLIT, 0.0) >= self.stop_at:
+        stop = bool(self.stop_at and point.get(VAL_SPLIT, 0.0) >= self.stop_at)
+        if stop:
             point["stopped"] = True
-            control.should_training_stop = True
         self.curve.append(point)
-        return control
+        return stop
 
 
 def accuracy_curve(tokenizer: PreTrainedTokenizerBase, probes: Mapping[str, Probe],

@@ -15,15 +15,20 @@ from dvclive import Live
 from dvclive.huggingface import DVCLiveCallback
 from transformers import TrainerCallback
 
+from sipf.distributed import is_main, per_device_batch
+
 
 def training_args(output_dir: str | Path, cfg: Any, **specific: Any) -> dict[str, Any]:
     """Keyword arguments of a TrainingArguments (or a TRL config): ``cfg``'s ``epochs``,
     ``learning_rate``, ``batch_size`` and ``seed`` (also of the data order), no checkpoints,
     no reporting (DVCLive logs through a callback), bf16 on a GPU that supports it, no
-    progress bar, data loaded in the main process; plus the trainer's own ``specific``."""
+    progress bar, data loaded in the main process; plus the trainer's own ``specific``.
+
+    ``cfg.batch_size`` is the global batch: under torchrun each process takes its share."""
     on_gpu = torch.cuda.is_available()
+    batch = per_device_batch(cfg.batch_size, f"{type(cfg).__name__}.batch_size")
     return dict(output_dir=str(output_dir), num_train_epochs=cfg.epochs,
-                learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.batch_size,
+                learning_rate=cfg.learning_rate, per_device_train_batch_size=batch,
                 save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed,
                 bf16=on_gpu and torch.cuda.is_bf16_supported(), use_cpu=not on_gpu,
                 disable_tqdm=True, dataloader_num_workers=0, **specific)
@@ -40,8 +45,8 @@ def schedule_args(cfg: Any, lr_scheduler_type: str) -> dict[str, Any]:
 
 
 def live_run(live_dir: str | Path | None) -> Live | None:
-    """A DVCLive run writing into ``live_dir`` (None: no logging)."""
-    if live_dir is None:
+    """A DVCLive run writing into ``live_dir`` (None: no logging, and on every rank but 0)."""
+    if live_dir is None or not is_main():
         return None
     # Stage outputs are versioned by dvc.yaml itself: no dvc.yaml edits, no experiments.
     return Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False)

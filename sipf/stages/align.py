@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
-@loop_stage("align")
+@loop_stage("align", trains=True)
 def main(stage: LoopStage) -> None:
     """Align M0 into a LoRA adapter (M_k) -> models/it<k>/policy."""
     params, it = stage.params, stage.it

@@ -4,6 +4,7 @@ prepared splits, and the loop stages' context (iteration, policy, declared outpu
 from __future__ import annotations
 
 import functools
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import click
 
 from sipf import layout
 from sipf.config import Params, load_params
+from sipf.distributed import launched, torchrun_command
 from sipf.errors import ConfigError, DataError, OutputError
 from sipf.methods import method_named
 from sipf.storage import (atomic_path, outputs_together, read_table, write_json,
@@ -94,6 +96,27 @@ def train_records_by_id() -> tuple[dict[str, Question], dict[str, str]]:
     return {r.id: r for r in records}, {r.id: p for r, p in zip(records, prompts)}
 
 
+def run_distributed(params: Params) -> bool:
+    """With ``distributed.nproc_per_node`` N > 1, outside torchrun: run this stage's command
+    again as N processes under torchrun, with the same options, and exit with their status;
+    True when they succeeded (the caller then returns: rank 0 wrote the outputs). False when
+    this process is to train: one process, or one of torchrun's."""
+    nproc = params.distributed.nproc_per_node
+    if nproc <= 1 or launched():
+        return False
+    ctx = click.get_current_context()
+    args = [ctx.info_name]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if isinstance(param, click.Option) and value is not None:
+            args += [param.opts[0], str(value)]
+    code = subprocess.call(torchrun_command(nproc, ["sipf.cli", *args]))
+    if code:
+        # The processes printed their own error; torchrun adds which rank failed.
+        sys.exit(code)
+    return True
+
+
 # ----------------------------------------------------------------------------- loop stages
 @dataclass(frozen=True)
 class LoopStage:
@@ -151,10 +174,12 @@ policy_option = click.option("--policy", type=click.Path(file_okay=False), requi
                              help="M_{k-1}: the model that samples (a checkpoint or adapter).")
 
 
-def loop_stage(name: str, needs_policy: bool = True) -> Callable[[Callable[[LoopStage], None]], Any]:
+def loop_stage(name: str, needs_policy: bool = True, trains: bool = False
+               ) -> Callable[[Callable[[LoopStage], None]], Any]:
     """The click command of loop stage ``name``: --params, --iteration (and --policy), clear
     errors, and the method's skip rule: a stage the method does not run writes placeholders
-    for its outputs (``layout.Iteration.outputs``) and the command body never runs."""
+    for its outputs (``layout.Iteration.outputs``) and the command body never runs. A stage
+    that ``trains`` runs as ``distributed.nproc_per_node`` processes (:func:`run_distributed`)."""
 
     def decorate(body: Callable[[LoopStage], None]) -> Any:
         @functools.wraps(body)
@@ -163,6 +188,8 @@ def loop_stage(name: str, needs_policy: bool = True) -> Callable[[Callable[[Loop
             check_loop_entry(params, k)
             stage = LoopStage(name, params, layout.Iteration(k), policy)
             reason = method_named(params.method).skip_reason(name, k)
+            if trains and reason is None and run_distributed(params):
+                return
             with outputs_together(*stage.outputs):
                 if reason is not None:
                     write_placeholders(stage, reason)

@@ -19,7 +19,7 @@ from sipf.stages.common import (LoopStage, check_ids, loop_stage, read_rows, see
 from sipf.storage import atomic_path, write_json
 
 
-@loop_stage("control", needs_policy=False)
+@loop_stage("control", needs_policy=False, trains=True)
 def main(stage: LoopStage) -> None:
     """Gold-data SFT with the alignment's budget -> models/it<k>/control."""
     params, it = stage.params, stage.it

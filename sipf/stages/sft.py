@@ -12,7 +12,8 @@ from sipf.models import attach_lora, load_base_model, load_tokenizer, save_polic
 from sipf.generation import SamplingParams
 from sipf.pipeline.sft import VAL_SPLIT, accuracy_curve, hold_out, train_sft
 from sipf.storage import atomic_path, outputs_together, write_json
-from sipf.stages.common import clear_errors, params_option, read_split, seed_everything
+from sipf.stages.common import (clear_errors, params_option, read_split, run_distributed,
+                                seed_everything)
 from sipf.tasks.registry import task_named
 
 
@@ -28,6 +29,8 @@ from sipf.tasks.registry import task_named
 def main(params_path: str, base_dir: str, out: str, live_dir: str) -> None:
     """Full fine-tuning for the from-scratch model, LoRA/QLoRA for pretrained ones."""
     params = load_params(params_path)
+    if run_distributed(params):
+        return
     seed_everything(params.sft.seed)
     (records, prompts), val = hold_out(*read_split("train"), params.sft)
     probes = {split: read_split(split) for split in layout.TEST_SPLITS

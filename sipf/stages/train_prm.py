@@ -33,7 +33,7 @@ def labelled_paths(k: int, label: str) -> list[dict]:
     return paths
 
 
-@loop_stage("train_prm")
+@loop_stage("train_prm", trains=True)
 def main(stage: LoopStage) -> None:
     """Train the process reward model -> models/it<k>/prm.
 
