@@ -440,8 +440,21 @@ class SimulateConfig:
     simulator: str = _help("Who rolls out: 'self' (the current policy), or a hub id, a local "
                            "directory, a .gguf file, or 'package:<dist>/<file.gguf>' (the "
                            "paper: deepseek-math-7b-instruct).", "self")
+    early_stop: bool = _help("Roll out in rounds of 1, 1, 2, 4 ... up to k, batched over the "
+                             "prefixes still open, and stop a prefix once more rollouts could "
+                             "not change its hard label (more than δ successes, or too few "
+                             "left to get there). Its row then has k = the rollouts drawn and "
+                             "soft = n_correct / k, a fraction of a sample stopped at a "
+                             "success (it leans high), not of simulate.k.", False)
+    binary_search: bool = _help("Label a path by a binary search for its first wrong step "
+                                "(OmegaPRM): assume steps before it are correct and steps "
+                                "from it on wrong, and roll out only the ~log2(steps) "
+                                "prefixes the search visits, each once. A step it did not "
+                                "roll out gets k = n_correct = 0 and soft = its hard label.",
+                                False)
     batch_size: int = _help("Sequences the generator decodes together.", 64)
-    seed: int = _help("Seed of the path subset and the rollouts.", 0)
+    seed: int = _help("Seed of the path subset and the rollouts (each generation round "
+                      "derives its own from it).", 0)
 
     def __post_init__(self) -> None:
         _require(self.k >= 1, "simulate.k", "must be >= 1")
