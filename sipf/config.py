@@ -427,6 +427,9 @@ class SampleConfig:
         _require(self.question_limit >= 0, "sample.question_limit", "must be >= 0")
 
 
+SEARCHES = ("all", "binary", "linear")
+
+
 @dataclass(frozen=True)
 class SimulateConfig:
     k: int = _help("Rollouts per step prefix (the paper's K).", 8)
@@ -446,12 +449,13 @@ class SimulateConfig:
                              "left to get there). Its row then has k = the rollouts drawn and "
                              "soft = n_correct / k, a fraction of a sample stopped at a "
                              "success (it leans high), not of simulate.k.", False)
-    binary_search: bool = _help("Label a path by a binary search for its first wrong step "
-                                "(OmegaPRM): assume steps before it are correct and steps "
-                                "from it on wrong, and roll out only the ~log2(steps) "
-                                "prefixes the search visits, each once. A step it did not "
-                                "roll out gets k = n_correct = 0 and soft = its hard label.",
-                                False)
+    search: str = _help("Which step prefixes to roll out: 'all' (every step's, the paper), or "
+                        "only those a search for the path's first wrong step visits, assuming "
+                        "the steps before it right and those from it on wrong: 'binary' "
+                        "(OmegaPRM's bisection, ~log2(steps) prefixes) or 'linear' (steps in "
+                        "order up to the first wrong one: one wrong prefix, which early_stop "
+                        "cannot make cheaper). A step not rolled out gets k = n_correct = 0 "
+                        "and soft = its hard label.", "all")
     batch_size: int = _help("Sequences the generator decodes together.", 64)
     seed: int = _help("Seed of the path subset and the rollouts (each generation round "
                       "derives its own from it).", 0)
@@ -466,6 +470,7 @@ class SimulateConfig:
         _require(self.max_paths >= 0, "simulate.max_paths", "must be >= 0")
         _require(bool(self.simulator.strip()), "simulate.simulator", "must not be empty")
         _require(self.batch_size >= 1, "simulate.batch_size", "must be >= 1")
+        _choice("simulate.search", self.search, SEARCHES)
 
 
 AGGREGATES = ("mean", "min", "prod", "last")

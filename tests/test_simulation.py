@@ -1,5 +1,5 @@
 """Simulation (step 2): one batched call, shared prefixes, hard/soft labels, path subsets,
-agreement with the arith oracle; the cheaper labellers (early stop, binary search): their
+agreement with the arith oracle; the cheaper labellers (early stop, binary and linear search): their
 rollout counts, labels against the reference's, seeds."""
 
 import math
@@ -153,6 +153,7 @@ def test_select_paths_fills_a_short_outcome_from_the_other():
 @pytest.mark.parametrize("change, key", [
     ({"k": 0}, "simulate.k"), ({"k": 4, "delta": 4}, "simulate.delta"),
     ({"simulator": ""}, "simulate.simulator"), ({"max_paths": -1}, "simulate.max_paths"),
+    ({"search": "ternary"}, "simulate.search"),
 ])
 def test_config_validation_names_the_key(change, key):
     with pytest.raises(ConfigError, match=key):
@@ -182,7 +183,7 @@ def test_rollout_rounds_double_and_add_up_to_k():
 
 def test_the_reference_labeller_is_the_default():
     cfg = SimulateConfig()
-    assert (cfg.early_stop, cfg.binary_search) == (False, False)
+    assert (cfg.early_stop, cfg.search) == (False, "all")
 
 
 def test_early_stop_stops_each_prefix_at_its_first_success():
@@ -278,7 +279,7 @@ def test_early_stop_never_changes_a_hard_label(delta):
 
 
 def test_binary_search_on_the_constructed_paths():
-    rollouts, labels, generator = _simulate(SimulateConfig(k=4, binary_search=True))
+    rollouts, labels, generator = _simulate(SimulateConfig(k=4, search="binary"))
     # Each path's search visits steps 1 then 2; the shared first step is inferred.
     assert [len(prompts) for prompts, _ in generator.calls] == [2, 2]
     assert [r["hard"] for r in labels] == NAIVE_HARD
@@ -291,46 +292,56 @@ def test_binary_search_on_the_constructed_paths():
 
 
 def test_binary_search_with_early_stop_on_the_constructed_paths():
-    _, labels, generator = _simulate(SimulateConfig(k=4, binary_search=True, early_stop=True))
+    _, labels, generator = _simulate(SimulateConfig(k=4, search="binary", early_stop=True))
     assert [r["hard"] for r in labels] == NAIVE_HARD
     assert [r["k"] for r in labels] == [0, 2, 4, 0, 1, 1]
     assert [(len(prompts), params.n) for prompts, params in generator.calls] == [
         (2, 1), (1, 1), (2, 1), (1, 1), (1, 2)]
 
 
+@pytest.mark.parametrize("search", ["binary", "linear"])
 @pytest.mark.parametrize("early_stop", [False, True])
-def test_binary_search_labels_equal_the_reference_on_monotone_paths(early_stop):
-    """Right prefixes succeed at least once in k, wrong ones never: the search's labels are
-    the reference's, from at most ceil(log2(n + 1)) rolled-out prefixes a path."""
+def test_search_labels_equal_the_reference_on_monotone_paths(search, early_stop):
+    """Right prefixes succeed at least once in k, wrong ones never: a search's labels are
+    the reference's, from at most ceil(log2(n + 1)) rolled-out prefixes a path (binary) or
+    at most one wrong one (linear)."""
     rng = random.Random(7)
     for _ in range(20):
         paths = _paths(rng, 8)
         cfg = SimulateConfig(k=4)
         _, naive, _ = _run(paths, cfg, at_least_one=True)
-        _, search, _ = _run(paths, replace(cfg, binary_search=True, early_stop=early_stop),
+        _, labels, _ = _run(paths, replace(cfg, search=search, early_stop=early_stop),
                             at_least_one=True)
-        assert [r["hard"] for r in search] == [r["hard"] for r in naive]
-        bound = sum(math.ceil(math.log2(len(path["steps"]) + 1)) for path in paths)
-        assert simulation_cost(paths, search)["estimated_prefixes"] <= bound
+        assert [r["hard"] for r in labels] == [r["hard"] for r in naive]
+        if search == "binary":
+            bound = sum(math.ceil(math.log2(len(path["steps"]) + 1)) for path in paths)
+            assert simulation_cost(paths, labels)["estimated_prefixes"] <= bound
+        else:  # every step up to the first wrong one is rolled out, none after it
+            first_wrong = {}
+            for r in naive:
+                if not r["hard"]:
+                    first_wrong.setdefault(r["path_id"], r["step_index"])
+            assert all((r["k"] > 0) == (r["step_index"] <= first_wrong.get(r["path_id"], 99))
+                       for r in labels)
 
 
 def test_binary_search_can_differ_from_the_reference_where_a_wrong_step_is_followed_by_right_ones():
     bad_then_good = {"question_id": "q1", "path_id": "p", "steps": ["a", "b bad", "c"],
                      "outcome": True}
     _, naive, _ = _run([bad_then_good], SimulateConfig(k=4), at_least_one=True)
-    _, search, _ = _run([bad_then_good], SimulateConfig(k=4, binary_search=True),
+    _, search, _ = _run([bad_then_good], SimulateConfig(k=4, search="binary"),
                         at_least_one=True)
     assert [r["hard"] for r in naive] == [True, False, True]
     # It visits step 1 (wrong), then step 0 (right): step 2 is inferred wrong.
     assert [(r["hard"], r["k"]) for r in search] == [(True, 4), (False, 4), (False, 0)]
 
 
-@pytest.mark.parametrize("early_stop, binary_search", [(False, False), (True, False),
-                                                       (False, True), (True, True)])
-def test_every_prefix_is_rolled_out_once_and_counted_once(early_stop, binary_search):
+@pytest.mark.parametrize("early_stop, search", [(False, "all"), (True, "all"), (False, "binary"),
+                                                (True, "binary"), (True, "linear")])
+def test_every_prefix_is_rolled_out_once_and_counted_once(early_stop, search):
     rng = random.Random(3)
     paths = _paths(rng, 12)
-    cfg = SimulateConfig(k=8, early_stop=early_stop, binary_search=binary_search)
+    cfg = SimulateConfig(k=8, early_stop=early_stop, search=search)
     rollouts, labels, generator = _run(paths, cfg)
     # A prompt comes back in a later call only to continue its own early-stopped rollouts.
     asked = [prompt for prompts, params in generator.calls for prompt in prompts]
@@ -342,11 +353,11 @@ def test_every_prefix_is_rolled_out_once_and_counted_once(early_stop, binary_sea
     assert len(rollouts) == sum(r["k"] for r in labels)
 
 
-@pytest.mark.parametrize("early_stop, binary_search", [(False, False), (True, False),
-                                                       (False, True), (True, True)])
-def test_each_round_has_its_own_seed_and_a_rerun_is_identical(early_stop, binary_search):
+@pytest.mark.parametrize("early_stop, search", [(False, "all"), (True, "all"), (False, "binary"),
+                                                (True, "binary"), (True, "linear")])
+def test_each_round_has_its_own_seed_and_a_rerun_is_identical(early_stop, search):
     paths = _paths(random.Random(5), 10)
-    cfg = SimulateConfig(k=8, seed=11, early_stop=early_stop, binary_search=binary_search)
+    cfg = SimulateConfig(k=8, seed=11, early_stop=early_stop, search=search)
     first = _run(paths, cfg, seeded=True)
     second = _run(paths, cfg, seeded=True)
     assert first[:2] == second[:2]
@@ -356,3 +367,11 @@ def test_each_round_has_its_own_seed_and_a_rerun_is_identical(early_stop, binary
     reseeded = _run(paths, replace(cfg, seed=12), seeded=True)
     assert [params.seed for _, params in reseeded[2].calls][0] == 12
     assert reseeded[0] != first[0]
+
+
+def test_linear_search_on_the_constructed_paths():
+    _, labels, generator = _simulate(SimulateConfig(k=4, search="linear", early_stop=True))
+    assert [r["hard"] for r in labels] == NAIVE_HARD
+    # Both paths probe the shared S1 (once), then step 1, then step 2.
+    assert [r["k"] for r in labels] == [1, 2, 4, 1, 1, 1]
+    assert [len(prompts) for prompts, _ in generator.calls] == [1, 2, 1, 2, 1, 1]

@@ -3,14 +3,14 @@
 The simulator continues the prefix ``q, s_1..s_j`` K times; the step's soft label is the
 fraction of those rollouts that reach the gold answer, its hard label whether more than
 δ of them do (Math-Shepherd's hard estimate with δ = 0). That is the reference labeller,
-and the default. Two cheaper ones (``simulate.early_stop``, ``simulate.binary_search``;
-measured in benchmarks/simulation_cost.py) change how many rollouts are drawn, never how
-one is judged:
+and the default. Cheaper ones (``simulate.early_stop``, ``simulate.search``; measured in
+benchmarks/simulation_cost.py) change how many rollouts are drawn, never how one is judged:
 
 - early stop draws a prefix's rollouts in rounds (1, 1, 2, 4 ... up to K) and stops once
   its hard label is decided; with δ = 0 that is its first success;
-- binary search rolls out only the prefixes a search for the path's first wrong step
-  visits, and labels the others by assuming steps are right up to it and wrong from it on.
+- a search (binary, or linear from the first step) rolls out only the prefixes a search for
+  the path's first wrong step visits, and labels the others by assuming steps are right up
+  to it and wrong from it on.
 
 Identical prefixes (paths of one question often open alike) are rolled out once. Every
 generation round goes to the generator as one batched call over all the prefixes that
@@ -136,26 +136,29 @@ class _Estimator:
 
 
 def _first_wrong_steps(prefixes_by_path: Sequence[Sequence[_Prefix]], estimator: _Estimator,
-                       delta: int) -> list[int]:
-    """Each path's first wrong step (its length when none is), by binary search.
+                       delta: int, search: str) -> list[int]:
+    """Each path's first wrong step (its length when none is), by a search over its prefixes.
 
     Under the assumption that a wrong step leaves every later one wrong, a correct prefix
-    at j means steps 0..j are right and a wrong one means steps j.. are wrong, so ~log2(n+1)
-    estimates find the boundary. All paths search together: each search step rolls out
-    the midpoints of every unfinished search in one batch.
+    at j means steps 0..j are right and a wrong one means steps j.. are wrong. 'binary'
+    probes the middle of the open interval (~log2(n+1) estimates); 'linear' probes its first
+    step (right ones until the first wrong: with early stop a right prefix costs ~1 rollout
+    and a wrong one all k, so one wrong probe a path is the cheaper trade on short paths).
+    All paths search together: each search step rolls out every open search's probe in one
+    batch.
     """
     bounds = [[0, len(prefixes)] for prefixes in prefixes_by_path]
     while True:
-        open_ = [(b, prefixes[(b[0] + b[1]) // 2])
-                 for b, prefixes in zip(bounds, prefixes_by_path) if b[0] < b[1]]
-        if not open_:
+        probes = [(b, prefixes, (b[0] + b[1]) // 2 if search == "binary" else b[0])
+                  for b, prefixes in zip(bounds, prefixes_by_path) if b[0] < b[1]]
+        if not probes:
             return [lo for lo, _ in bounds]
-        estimator.estimate([p for _, p in open_])
-        for b, p in open_:
-            if p.n_correct > delta:
-                b[0] = (b[0] + b[1]) // 2 + 1
+        estimator.estimate([prefixes[j] for _, prefixes, j in probes])
+        for b, prefixes, j in probes:
+            if prefixes[j].n_correct > delta:
+                b[0] = j + 1
             else:
-                b[1] = (b[0] + b[1]) // 2
+                b[1] = j
 
 
 # ----------------------------------------------------------------------------- simulation
@@ -173,7 +176,7 @@ def simulate(generator: Generator, paths: Sequence[dict], records_by_id: Mapping
     A label row's ``n_correct`` successes are out of its ``k`` rollouts and ``soft`` is
     ``n_correct / k``: k is ``cfg.k``, or with early stop the rollouts drawn before the hard
     label was decided (so soft, a fraction of a sample stopped at a success, leans high).
-    A step the binary search inferred has ``k = n_correct = 0``, ``soft = float(hard)`` and
+    A step a search (``cfg.search``) inferred has ``k = n_correct = 0``, ``soft = float(hard)`` and
     no rollout rows; a step whose prefix was rolled out (for this path's search or
     another's) keeps that estimate's label.
     """
@@ -189,19 +192,19 @@ def simulate(generator: Generator, paths: Sequence[dict], records_by_id: Mapping
     if not jobs:
         return [], []
     estimator = _Estimator(generator, cfg, stop, kind)
-    if cfg.binary_search:
+    if cfg.search != "all":
         by_path: dict[str, list[_Prefix]] = {}
         for path, _, prefix in jobs:
             by_path.setdefault(path["path_id"], []).append(prefix)
         first_wrong = dict(zip(by_path, _first_wrong_steps(list(by_path.values()), estimator,
-                                                           cfg.delta)))
+                                                           cfg.delta, cfg.search)))
     else:
         estimator.estimate(list(prefixes.values()))
 
     rollouts, labels = [], []
     for path, j, prefix in jobs:
         ids = {"path_id": path["path_id"], "question_id": path["question_id"], "step_index": j}
-        if not prefix.rollouts:  # inferred by the binary search
+        if not prefix.rollouts:  # inferred by the search
             hard = j < first_wrong[path["path_id"]]
             labels.append({**ids, "step": path["steps"][j], "n_correct": 0, "k": 0,
                            "hard": hard, "soft": float(hard)})

@@ -1,5 +1,5 @@
 """Stage `simulate@itk`: Monte-Carlo step labels by rolling out every step prefix K times
-(or fewer: simulate.early_stop, simulate.binary_search)."""
+(or fewer: simulate.early_stop, simulate.search)."""
 
 from __future__ import annotations
 
