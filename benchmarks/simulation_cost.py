@@ -158,13 +158,13 @@ def main(params_path: str, k: int, policy: str, paths: str, only: str, replay: s
             assert cost["rollouts_drawn"] == generator.sequences
             if reference is None:
                 reference = {"labels": labels, "cost": cost, "tokens": generator.tokens,
-                             "wall": wall}
+                             "wall": wall, "cpu": cpu}
             row = {"paths": len(selected), "labeller": name, **cost,
                    "tokens": generator.tokens, "generate_calls": generator.calls,
                    "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
                    "rollouts_x": cost["rollouts_drawn"] / reference["cost"]["rollouts_drawn"],
                    "tokens_x": generator.tokens / max(reference["tokens"], 1),
-                   "wall_x": wall / reference["wall"],
+                   "wall_x": wall / reference["wall"], "cpu_x": cpu / max(reference["cpu"], 1e-9),
                    **_agreement(labels, reference["labels"]),
                    "inferred_steps": sum(r["k"] == 0 for r in labels)}
             if oracle is not None:
@@ -183,13 +183,14 @@ def main(params_path: str, k: int, policy: str, paths: str, only: str, replay: s
                f"δ={params.simulate.delta}, T={params.simulate.temperature}, "
                f"seed={params.simulate.seed}, policy {Path(policy)}\n")
     click.echo("| paths (steps) | labeller | rollouts drawn | per step | × reference | tokens × "
-               "| wall s (×) | agree with reference | on its right / wrong steps | "
+               "| wall s (×) | CPU s (×) | agree with reference | on its right / wrong steps | "
                "where they differ, the oracle sides with it | oracle accuracy (hard) |")
-    click.echo("|---|---|---|---|---|---|---|---|---|---|---|")
+    click.echo("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in table:
         click.echo(f"| {r['paths']} ({r['steps']}) | {r['labeller']} | {r['rollouts_drawn']:,} "
                    f"| {r['rollouts_per_step']:.2f} | {r['rollouts_x']:.2f} | "
                    f"{r['tokens_x']:.2f} | {r['wall_s']:.0f} ({r['wall_x']:.2f}) | "
+                   f"{r['cpu_s']:.1f} ({r['cpu_x']:.2f}) | "
                    f"{100 * r['agree']:.1f}% | {100 * r['agree_on_right']:.1f}% / "
                    f"{100 * r['agree_on_wrong']:.1f}% | "
                    f"{100 * r.get('differ_oracle_sides_with_it', float('nan')):.0f}% | "
