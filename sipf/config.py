@@ -427,6 +427,9 @@ class SampleConfig:
         _require(self.question_limit >= 0, "sample.question_limit", "must be >= 0")
 
 
+SEARCHES = ("all", "binary", "linear")
+
+
 @dataclass(frozen=True)
 class SimulateConfig:
     k: int = _help("Rollouts per step prefix (the paper's K).", 8)
@@ -440,8 +443,22 @@ class SimulateConfig:
     simulator: str = _help("Who rolls out: 'self' (the current policy), or a hub id, a local "
                            "directory, a .gguf file, or 'package:<dist>/<file.gguf>' (the "
                            "paper: deepseek-math-7b-instruct).", "self")
+    early_stop: bool = _help("Roll out in rounds of 1, 1, 2, 4 ... up to k, batched over the "
+                             "prefixes still open, and stop a prefix once more rollouts could "
+                             "not change its hard label (more than δ successes, or too few "
+                             "left to get there). Its row then has k = the rollouts drawn and "
+                             "soft = n_correct / k, a fraction of a sample stopped at a "
+                             "success (it leans high), not of simulate.k.", False)
+    search: str = _help("Which step prefixes to roll out: 'all' (every step's, the paper), or "
+                        "only those a search for the path's first wrong step visits, assuming "
+                        "the steps before it right and those from it on wrong: 'binary' "
+                        "(OmegaPRM's bisection, ~log2(steps) prefixes) or 'linear' (steps in "
+                        "order up to the first wrong one: one wrong prefix, which early_stop "
+                        "cannot make cheaper). A step not rolled out gets k = n_correct = 0 "
+                        "and soft = its hard label.", "all")
     batch_size: int = _help("Sequences the generator decodes together.", 64)
-    seed: int = _help("Seed of the path subset and the rollouts.", 0)
+    seed: int = _help("Seed of the path subset and the rollouts (each generation round "
+                      "derives its own from it).", 0)
 
     def __post_init__(self) -> None:
         _require(self.k >= 1, "simulate.k", "must be >= 1")
@@ -453,6 +470,7 @@ class SimulateConfig:
         _require(self.max_paths >= 0, "simulate.max_paths", "must be >= 0")
         _require(bool(self.simulator.strip()), "simulate.simulator", "must not be empty")
         _require(self.batch_size >= 1, "simulate.batch_size", "must be >= 1")
+        _choice("simulate.search", self.search, SEARCHES)
 
 
 AGGREGATES = ("mean", "min", "prod", "last")

@@ -1,6 +1,9 @@
 """Simulation (step 2): one batched call, shared prefixes, hard/soft labels, path subsets,
-agreement with the arith oracle."""
+agreement with the arith oracle; the cheaper labellers (early stop, binary and linear search): their
+rollout counts, labels against the reference's, seeds."""
 
+import math
+import random
 from dataclasses import replace
 
 import pytest
@@ -8,7 +11,8 @@ import pytest
 from sipf.config import SimulateConfig
 from sipf.errors import ConfigError
 from sipf.generation import Completion, HFGenerator
-from sipf.pipeline.simulation import label_agreement, prefix_prompt, select_paths, simulate
+from sipf.pipeline.simulation import (label_agreement, prefix_prompt, rollout_rounds, round_seed,
+                                     select_paths, simulate, simulation_cost)
 from sipf.tasks.arith import step_labels
 from sipf.tasks.base import MathRecord, join_steps
 from tests.helpers import tiny_model
@@ -36,19 +40,30 @@ ROLLOUTS = {
 }
 
 
+def _completion(answer):
+    text = f"So the rest.\nThe answer is {answer}" if answer else "I give up."
+    return Completion(text, len(text))
+
+
 class RolloutGenerator:
-    """Answers each prefix with its scripted rollouts; records every call."""
+    """Answers each prefix with its scripted rollouts, in order: a prefix asked for n more
+    gets the next n of its script (independent draws, as a sampler makes), so early stop
+    sees the first rollouts the reference labeller sees. Records every call."""
 
     def __init__(self) -> None:
         self.calls = []
         self.scripted = {prefix_prompt(PROMPT, list(steps), len(steps) - 1): answers
                          for steps, answers in ROLLOUTS.items()}
+        self.drawn = dict.fromkeys(self.scripted, 0)
 
     def generate(self, prompts, params):
         self.calls.append((list(prompts), params))
-        texts = [[f"So the rest.\nThe answer is {a}" if a else "I give up." for a in
-                  self.scripted[prompt][:params.n]] for prompt in prompts]
-        return [[Completion(t, len(t)) for t in ts] for ts in texts]
+        out = []
+        for prompt in prompts:
+            start = self.drawn[prompt]
+            self.drawn[prompt] += params.n
+            out.append([_completion(a) for a in self.scripted[prompt][start:start + params.n]])
+        return out
 
 
 def _simulate(cfg):
@@ -138,6 +153,7 @@ def test_select_paths_fills_a_short_outcome_from_the_other():
 @pytest.mark.parametrize("change, key", [
     ({"k": 0}, "simulate.k"), ({"k": 4, "delta": 4}, "simulate.delta"),
     ({"simulator": ""}, "simulate.simulator"), ({"max_paths": -1}, "simulate.max_paths"),
+    ({"search": "ternary"}, "simulate.search"),
 ])
 def test_config_validation_names_the_key(change, key):
     with pytest.raises(ConfigError, match=key):
@@ -151,3 +167,211 @@ def test_smoke_with_a_real_tiny_model():
                                 {"q1": PROMPT}, SimulateConfig(k=2, max_new_tokens=6))
     assert len(rollouts) == 6 * 2 and len(labels) == 6
     assert all(0.0 <= r["soft"] <= 1.0 and r["k"] == 2 for r in labels)
+
+
+# ----------------------------------------------------------------------------- cheaper labellers
+NAIVE_HARD = [True, True, False, True, True, True]  # _simulate(SimulateConfig(k=4))'s labels
+
+
+def test_rollout_rounds_double_and_add_up_to_k():
+    assert rollout_rounds(8) == [1, 1, 2, 4]
+    assert rollout_rounds(4) == [1, 1, 2]
+    assert rollout_rounds(5) == [1, 1, 2, 1]
+    assert rollout_rounds(1) == [1]
+    assert all(sum(rollout_rounds(k)) == k for k in range(1, 40))
+
+
+def test_the_reference_labeller_is_the_default():
+    cfg = SimulateConfig()
+    assert (cfg.early_stop, cfg.search) == (False, "all")
+
+
+def test_early_stop_stops_each_prefix_at_its_first_success():
+    rollouts, labels, generator = _simulate(SimulateConfig(k=4, early_stop=True))
+    # Rounds of 1, 1, 2 over the prefixes still open: S1, S2 and S3 succeed at once,
+    # S2_WRONG at its 2nd rollout, S3_WRONG never (all 4 drawn).
+    assert [(len(prompts), params.n) for prompts, params in generator.calls] == [
+        (5, 1), (2, 1), (1, 2)]
+    assert [r["hard"] for r in labels] == NAIVE_HARD
+    assert [(r["n_correct"], r["k"], r["soft"]) for r in labels] == [
+        (1, 1, 1.0), (1, 2, 0.5), (0, 4, 0.0), (1, 1, 1.0), (1, 1, 1.0), (1, 1, 1.0)]
+    assert len(rollouts) == sum(r["k"] for r in labels)  # the shared S1 rollout, once a path
+    assert simulation_cost([WRONG_PATH, RIGHT_PATH], labels)["rollouts_drawn"] == 9  # of 20
+
+
+def test_early_stop_with_delta_2_also_stops_once_a_success_is_out_of_reach():
+    _, labels, _ = _simulate(SimulateConfig(k=4, delta=2, early_stop=True))
+    _, naive, _ = _simulate(SimulateConfig(k=4, delta=2))
+    assert [r["hard"] for r in labels] == [r["hard"] for r in naive]
+    # S3_WRONG: 0 of 2 with 2 left can no longer exceed δ = 2; the others need all 4.
+    assert [r["k"] for r in labels] == [4, 4, 2, 4, 4, 4]
+
+
+class StreamGenerator:
+    """Any prefix: its i-th rollout is right with probability 1/2, drawn from the prompt,
+    i and the call's seed when ``seeded`` (else from the prompt and i alone, a stream the
+    reference and early stop share); a prefix whose last step says 'bad' never is, and with
+    ``at_least_one`` every other prefix gets a success among its first ``k``."""
+
+    def __init__(self, k: int, at_least_one: bool = False, seeded: bool = False) -> None:
+        self.k, self.at_least_one, self.seeded = k, at_least_one, seeded
+        self.calls = []
+        self.drawn = {}
+
+    def _right(self, prompt, i, seed):
+        if "bad" in prompt.rstrip("\n").rsplit("\n", 1)[-1]:  # the prefix's last step
+            return False
+        rng = random.Random(f"{prompt}/{i}/{seed if self.seeded else ''}")
+        forced = random.Random(prompt).randrange(self.k) if self.at_least_one else -1
+        return i == forced or rng.random() < 0.5
+
+    def generate(self, prompts, params):
+        self.calls.append((list(prompts), params))
+        out = []
+        for prompt in prompts:
+            start = self.drawn.get(prompt, 0)
+            self.drawn[prompt] = start + params.n
+            out.append([_completion("40" if self._right(prompt, i, params.seed) else "41")
+                        for i in range(start, start + params.n)])
+        return out
+
+
+def _paths(rng, n_paths, monotone=True):
+    """Paths of q1 that share openings, with a first wrong step ('bad') anywhere or none;
+    not monotone: a wrong step may be followed by right ones."""
+    paths = []
+    for i in range(n_paths):
+        n = rng.randint(1, 7)
+        first_wrong = rng.randint(0, n)
+        steps = [f"step {j} of {rng.randint(0, 2) if j < 2 else i}" for j in range(n)]
+        for j in range(first_wrong, n if monotone else min(first_wrong + 1, n)):
+            steps[j] += " bad"
+        paths.append({"question_id": "q1", "path_id": f"q1/it1/{i:03d}", "steps": steps,
+                      "outcome": first_wrong == n})
+    return paths
+
+
+def _run(paths, cfg, **generator_options):
+    generator = StreamGenerator(cfg.k, **generator_options)
+    rollouts, labels = simulate(generator, paths, {"q1": RECORD}, {"q1": PROMPT}, cfg)
+    return rollouts, labels, generator
+
+
+@pytest.mark.parametrize("delta", [0, 1, 3])
+def test_early_stop_never_changes_a_hard_label(delta):
+    """Rollouts drawn in order from the same streams: stopping early gives each prefix the
+    hard label all k of them give, for any δ."""
+    rng = random.Random(delta)
+    for _ in range(20):
+        paths = _paths(rng, 6, monotone=rng.random() < 0.5)
+        cfg = SimulateConfig(k=8, delta=delta)
+        naive_rollouts, naive, _ = _run(paths, cfg)
+        early_rollouts, early, _ = _run(paths, replace(cfg, early_stop=True))
+        assert [r["hard"] for r in early] == [r["hard"] for r in naive]
+        assert all(1 <= r["k"] <= 8 and r["soft"] == r["n_correct"] / r["k"] for r in early)
+        assert sum(r["k"] for r in early) <= sum(r["k"] for r in naive)
+        # Each step's early-stopped rollouts are the first k of the reference's.
+        for row in early:
+            def correct(rollouts):
+                return [r["correct"] for r in rollouts if (r["path_id"], r["step_index"]) ==
+                        (row["path_id"], row["step_index"])]
+            assert correct(early_rollouts) == correct(naive_rollouts)[:row["k"]]
+
+
+def test_binary_search_on_the_constructed_paths():
+    rollouts, labels, generator = _simulate(SimulateConfig(k=4, search="binary"))
+    # Each path's search visits steps 1 then 2; the shared first step is inferred.
+    assert [len(prompts) for prompts, _ in generator.calls] == [2, 2]
+    assert [r["hard"] for r in labels] == NAIVE_HARD
+    assert [(r["k"], r["n_correct"], r["soft"]) for r in labels] == [
+        (0, 0, 1.0), (4, 1, 0.25), (4, 0, 0.0), (0, 0, 1.0), (4, 4, 1.0), (4, 3, 0.75)]
+    assert len(rollouts) == 16 and {r["step_index"] for r in rollouts} == {1, 2}
+    cost = simulation_cost([WRONG_PATH, RIGHT_PATH], labels)
+    assert cost == {"steps": 6, "distinct_prefixes": 5, "estimated_prefixes": 4,
+                    "rollouts_drawn": 16, "rollouts_per_step": 16 / 6}
+
+
+def test_binary_search_with_early_stop_on_the_constructed_paths():
+    _, labels, generator = _simulate(SimulateConfig(k=4, search="binary", early_stop=True))
+    assert [r["hard"] for r in labels] == NAIVE_HARD
+    assert [r["k"] for r in labels] == [0, 2, 4, 0, 1, 1]
+    assert [(len(prompts), params.n) for prompts, params in generator.calls] == [
+        (2, 1), (1, 1), (2, 1), (1, 1), (1, 2)]
+
+
+@pytest.mark.parametrize("search", ["binary", "linear"])
+@pytest.mark.parametrize("early_stop", [False, True])
+def test_search_labels_equal_the_reference_on_monotone_paths(search, early_stop):
+    """Right prefixes succeed at least once in k, wrong ones never: a search's labels are
+    the reference's, from at most ceil(log2(n + 1)) rolled-out prefixes a path (binary) or
+    at most one wrong one (linear)."""
+    rng = random.Random(7)
+    for _ in range(20):
+        paths = _paths(rng, 8)
+        cfg = SimulateConfig(k=4)
+        _, naive, _ = _run(paths, cfg, at_least_one=True)
+        _, labels, _ = _run(paths, replace(cfg, search=search, early_stop=early_stop),
+                            at_least_one=True)
+        assert [r["hard"] for r in labels] == [r["hard"] for r in naive]
+        if search == "binary":
+            bound = sum(math.ceil(math.log2(len(path["steps"]) + 1)) for path in paths)
+            assert simulation_cost(paths, labels)["estimated_prefixes"] <= bound
+        else:  # every step up to the first wrong one is rolled out, none after it
+            first_wrong = {}
+            for r in naive:
+                if not r["hard"]:
+                    first_wrong.setdefault(r["path_id"], r["step_index"])
+            assert all((r["k"] > 0) == (r["step_index"] <= first_wrong.get(r["path_id"], 99))
+                       for r in labels)
+
+
+def test_binary_search_can_differ_from_the_reference_where_a_wrong_step_is_followed_by_right_ones():
+    bad_then_good = {"question_id": "q1", "path_id": "p", "steps": ["a", "b bad", "c"],
+                     "outcome": True}
+    _, naive, _ = _run([bad_then_good], SimulateConfig(k=4), at_least_one=True)
+    _, search, _ = _run([bad_then_good], SimulateConfig(k=4, search="binary"),
+                        at_least_one=True)
+    assert [r["hard"] for r in naive] == [True, False, True]
+    # It visits step 1 (wrong), then step 0 (right): step 2 is inferred wrong.
+    assert [(r["hard"], r["k"]) for r in search] == [(True, 4), (False, 4), (False, 0)]
+
+
+@pytest.mark.parametrize("early_stop, search", [(False, "all"), (True, "all"), (False, "binary"),
+                                                (True, "binary"), (True, "linear")])
+def test_every_prefix_is_rolled_out_once_and_counted_once(early_stop, search):
+    rng = random.Random(3)
+    paths = _paths(rng, 12)
+    cfg = SimulateConfig(k=8, early_stop=early_stop, search=search)
+    rollouts, labels, generator = _run(paths, cfg)
+    # A prompt comes back in a later call only to continue its own early-stopped rollouts.
+    asked = [prompt for prompts, params in generator.calls for prompt in prompts]
+    if not early_stop:
+        assert len(asked) == len(set(asked))
+    drawn = sum(len(prompts) * params.n for prompts, params in generator.calls)
+    assert all(n <= 8 for n in generator.drawn.values())
+    assert simulation_cost(paths, labels)["rollouts_drawn"] == drawn
+    assert len(rollouts) == sum(r["k"] for r in labels)
+
+
+@pytest.mark.parametrize("early_stop, search", [(False, "all"), (True, "all"), (False, "binary"),
+                                                (True, "binary"), (True, "linear")])
+def test_each_round_has_its_own_seed_and_a_rerun_is_identical(early_stop, search):
+    paths = _paths(random.Random(5), 10)
+    cfg = SimulateConfig(k=8, seed=11, early_stop=early_stop, search=search)
+    first = _run(paths, cfg, seeded=True)
+    second = _run(paths, cfg, seeded=True)
+    assert first[:2] == second[:2]
+    seeds = [params.seed for _, params in first[2].calls]
+    assert seeds == [round_seed(11, c) for c in range(len(seeds))]
+    assert seeds[0] == 11 and len(set(seeds)) == len(seeds)
+    reseeded = _run(paths, replace(cfg, seed=12), seeded=True)
+    assert [params.seed for _, params in reseeded[2].calls][0] == 12
+    assert reseeded[0] != first[0]
+
+
+def test_linear_search_on_the_constructed_paths():
+    _, labels, generator = _simulate(SimulateConfig(k=4, search="linear", early_stop=True))
+    assert [r["hard"] for r in labels] == NAIVE_HARD
+    # Both paths probe the shared S1 (once), then step 1, then step 2.
+    assert [r["k"] for r in labels] == [1, 2, 4, 1, 1, 1]
+    assert [len(prompts) for prompts, _ in generator.calls] == [1, 2, 1, 2, 1, 1]

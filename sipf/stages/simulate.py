@@ -1,11 +1,13 @@
-"""Stage `simulate@itk`: Monte-Carlo step labels by rolling out every step prefix K times."""
+"""Stage `simulate@itk`: Monte-Carlo step labels by rolling out every step prefix K times
+(or fewer: simulate.early_stop, simulate.search)."""
 
 from __future__ import annotations
 
 from sipf import layout
 from sipf.engines import ModelRef, open_generator
 from sipf.methods import method_named
-from sipf.pipeline.simulation import label_agreement, outcome_labels, select_paths, simulate
+from sipf.pipeline.simulation import (label_agreement, outcome_labels, select_paths, simulate,
+                                      simulation_cost)
 from sipf.stages.common import (LoopStage, check_ids, loop_stage, read_rows, seed_everything,
                                 train_records_by_id)
 from sipf.storage import write_json, write_parquet
@@ -33,7 +35,10 @@ def main(stage: LoopStage) -> None:
         rollouts, labels = simulate(open_generator(params.generation, ref, cfg.batch_size),
                                     paths, records, prompts, cfg,
                                     stop=task.stop(params.prepare.prompt_style), kind=task.kind)
-    metrics: dict = {"paths": len(paths), "steps": len(labels), "rollouts": len(rollouts)}
+    # rollouts: rollout rows (a shared prefix's rows repeat for each path); rollouts_drawn:
+    # what was generated, each distinct prefix once
+    metrics: dict = {"paths": len(paths), **simulation_cost(paths, labels),
+                     "rollouts": len(rollouts)}
     if task.step_oracle is not None:  # the task knows the truth: measure the labels against it
         oracle = {p["path_id"]: task.step_oracle(records[p["question_id"]], list(p["steps"]))
                   for p in paths}
