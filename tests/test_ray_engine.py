@@ -12,13 +12,34 @@ import pytest
 from sipf.config import GenerationConfig, ModelConfig, load_params
 from sipf.engines import ModelRef, open_generator
 from sipf.errors import ConfigError
-from sipf.generation import SamplingParams
-from tests.helpers import run, tiny_params
+from sipf.generation import HFGenerator, SamplingParams, batch_plan, place
+from tests.helpers import run, tiny_model, tiny_params
 
 # An untrained model: random text, so any seed or batch that differs shows.
 SAMPLE = {"question_limit": 6, "per_round": 3, "max_new_tokens": 12, "batch_size": 4}
 CALLS = [SamplingParams(max_new_tokens=12, temperature=1.0, n=3, seed=7),
          SamplingParams(max_new_tokens=10, stop=("\n",))]
+
+
+def test_the_batch_plan_takes_every_job_once_longest_prompt_first_seeded_by_position():
+    plan = batch_plan([3, 9, 5], n=2, batch_size=4, seed=2)
+    assert [b.jobs for b in plan] == [((1, 0), (1, 1), (2, 0), (2, 1)), ((0, 0), (0, 1))]
+    assert [b.seed for b in plan] == [2 * 1_000_003, 2 * 1_000_003 + 4]
+
+
+def test_batches_decoded_in_any_order_by_other_generators_give_generates_output():
+    """What the Ray engine relies on, checked without Ray: a batch's completions depend on
+    its jobs and seed only, not on the generator instance or what it decoded before."""
+    texts = ["Q: 1+1\nA:\n", "Q: a longer one, 12+34\nA:\n", "Q: 5\nA:\n", "Q: 77\nA:\n"]
+    model, tokenizer = tiny_model(texts)
+    workers = [HFGenerator(*tiny_model(texts), batch_size=3) for _ in range(2)]
+    params = SamplingParams(max_new_tokens=8, temperature=1.0, n=2, seed=5)
+    plan = batch_plan(workers[0].prompt_lengths(texts), params.n, 3, params.seed)
+    outputs = {i: workers[i % 2].generate_batch([texts[p] for p, _ in plan[i].jobs], params,
+                                                plan[i].seed)
+               for i in reversed(range(len(plan)))}
+    shared = place(plan, [outputs[i] for i in range(len(plan))], len(texts), params.n)
+    assert shared == HFGenerator(model, tokenizer, batch_size=3).generate(texts, params)
 
 
 @pytest.fixture(scope="module")
