@@ -69,7 +69,7 @@ class RayGenerator:
                               f"workers (generation.backend 'hf'); with generation.backend "
                               f"{cfg.backend!r} use generation.engine 'local'")
         ray = _import_ray()
-        if not ray.is_initialized():
+        if not ray.is_initialized():  # else keep the caller's instance (a test, a notebook)
             _start(ray, cfg.ray_address)
         cpus = ray.cluster_resources().get("CPU", 1.0)
         # Each actor reserves its share of the CPUs (so N actors fit at once, spread over a
