@@ -8,7 +8,7 @@ STAMP   = $(VENV)/.installed
 LOCK    = requirements.lock
 LOCK_VENV ?= .venv-lock
 
-.PHONY: install lock repro test test-slow test-distributed experiments run-queue report push
+.PHONY: install lock repro test test-slow test-distributed test-ray experiments run-queue report push
 
 # $(call install-into,VENV,PIP OPTIONS): a virtual environment with everything the project
 # uses. torch==2.13.0 is the CPU wheel (unpinned torch pulls a multi-GB CUDA build); the
@@ -29,12 +29,13 @@ $(STAMP): pyproject.toml $(LOCK)
 install: $(STAMP)
 
 # requirements.lock again: the newest versions pyproject.toml allows, resolved in a fresh
-# LOCK_VENV (pip too), without the project itself and without local version labels
-# (torch's +cpu).
+# LOCK_VENV (pip too, and the `ray` extra, which `make install` leaves out), without the
+# project itself and without local version labels (torch's +cpu).
 lock:
 	rm -rf $(LOCK_VENV)
 	$(call install-into,$(LOCK_VENV),)
-	{ echo "# Every package \`make install\` installs, pinned: \`make lock\` on" \
+	$(LOCK_VENV)/bin/pip install -q -e ".[ray]"
+	{ echo "# Every package \`make install\` installs, and the \`ray\` extra, pinned: \`make lock\` on" \
 	  "$$($(LOCK_VENV)/bin/python --version)."; \
 	  $(LOCK_VENV)/bin/pip freeze --all --exclude-editable \
 	  | sed -E 's/^([^=]+==[^+]+)\+.*$$/\1/'; } > $(LOCK).tmp
@@ -54,6 +55,11 @@ test-slow: $(STAMP)
 # 2-process stage starts three Python processes, so not in `make test`.
 test-distributed: $(STAMP)
 	. $(BIN)/activate && python -m pytest -q -m distributed
+
+# The Ray engine's tests, which `make test` skips: Ray (the `ray` extra, 79 MB) is not in `dev`.
+test-ray: $(STAMP)
+	$(BIN)/pip install -q -c $(LOCK) -e ".[ray]"
+	. $(BIN)/activate && python -m pytest -q tests/test_ray_engine.py
 
 # Every method x seed and the or_weight sweep as DVC experiments (docs/experiments.md), then the report.
 METHODS = cot,sft,rft,prft,star,srf,psrf,rpo,siof,sipf,sipf_no_or,sipf_no_pf_or

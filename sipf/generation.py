@@ -68,8 +68,40 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
+@dataclass(frozen=True)
+class Batch:
+    """One call of the model: which (prompt, sample) jobs it decodes together, and its seed."""
+
+    jobs: tuple[tuple[int, int], ...]
+    seed: int
+
+
+def batch_plan(lengths: Sequence[int], n: int, batch_size: int, seed: int) -> list[Batch]:
+    """The batches that ``n`` samples of prompts of these token ``lengths`` are decoded in.
+
+    Jobs are sorted longest prompt first (padding, wasted compute, stays small) and each
+    batch is seeded from ``seed`` and its first job's position, so a batch's completions
+    depend only on the plan: any process that decodes batch i gives the same text, which is
+    what lets Ray workers share the batches (sipf/engines/ray.py).
+    """
+    jobs = [(p, k) for p in range(len(lengths)) for k in range(n)]
+    jobs.sort(key=lambda job: (-lengths[job[0]], job))
+    return [Batch(tuple(jobs[start:start + batch_size]), seed * 1_000_003 + start)
+            for start in range(0, len(jobs), batch_size)]
+
+
+def place(plan: Sequence[Batch], outputs: Sequence[Sequence[Completion]], prompts: int,
+          n: int) -> list[list[Completion]]:
+    """Each batch's completions back in prompt order: ``n`` for every prompt."""
+    results: list[list[Completion | None]] = [[None] * n for _ in range(prompts)]
+    for batch, completions in zip(plan, outputs, strict=True):
+        for (p, k), completion in zip(batch.jobs, completions, strict=True):
+            results[p][k] = completion
+    return results  # type: ignore[return-value]
+
+
 class HFGenerator:
-    """transformers' ``generate`` over length-sorted, left-padded batches.
+    """transformers' ``generate`` over length-sorted, left-padded batches (:func:`batch_plan`).
 
     Sorting by prompt length keeps padding (wasted compute) small; each batch is
     seeded from ``params.seed`` and its index, so the same inputs give the same
@@ -84,23 +116,21 @@ class HFGenerator:
         self.batch_size = batch_size
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
+        plan = batch_plan(self.prompt_lengths(prompts), params.n, self.batch_size, params.seed)
+        outputs = [self.generate_batch([prompts[p] for p, _ in batch.jobs], params, batch.seed)
+                   for batch in plan]
+        return place(plan, outputs, len(prompts), params.n)
+
+    def prompt_lengths(self, prompts: Sequence[str]) -> list[int]:
+        return [len(self.tokenizer(prompt)["input_ids"]) for prompt in prompts]
+
+    def generate_batch(self, prompts: list[str], params: SamplingParams,
+                       seed: int) -> list[Completion]:
+        """One batch of a :func:`batch_plan`: a completion for each prompt (repeats allowed)."""
         import torch
 
         with torch.inference_mode():
-            return self._generate(prompts, params)
-
-    def _generate(self, prompts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
-        jobs = [(p, k) for p in range(len(prompts)) for k in range(params.n)]
-        lengths = [len(self.tokenizer(prompts[p])["input_ids"]) for p in range(len(prompts))]
-        jobs.sort(key=lambda job: (-lengths[job[0]], job))
-        results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
-        for start in range(0, len(jobs), self.batch_size):
-            batch = jobs[start:start + self.batch_size]
-            texts = self._generate_batch([prompts[p] for p, _ in batch], params,
-                                         seed=params.seed * 1_000_003 + start)
-            for (p, k), completion in zip(batch, texts):
-                results[p][k] = completion
-        return results  # type: ignore[return-value]
+            return self._generate_batch(prompts, params, seed)
 
     def _generate_batch(self, prompts: list[str], params: SamplingParams,
                         seed: int) -> list[Completion]:
