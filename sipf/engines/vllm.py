@@ -132,12 +132,15 @@ class VLLMGenerator:
     def __init__(self, ref: ModelRef, batch_size: int,
                  cfg: GenerationConfig | None = None) -> None:
         from sipf.config import GenerationConfig
+        from sipf.models import base_location
 
         vllm = import_vllm()
         cfg = cfg or GenerationConfig(backend="vllm")
         self._tmp = tempfile.TemporaryDirectory(prefix="sipf-vllm-")
         root, adapters = self._weights(ref, Path(self._tmp.name))
-        self.tokenizer = _tokenizer(root)
+        # A policy's tokenizer is the base's, as HFGenerator's (load_tokenizer(base_dir)).
+        tokenizer = root if ref.simulator else base_location(ref.base_dir)
+        self.tokenizer = _tokenizer(tokenizer)
         self.lora = None
         lora_args: dict = {}
         if adapters:
@@ -151,7 +154,7 @@ class VLLMGenerator:
             self.lora = LoRARequest("policy", 1, str(adapter))
         # generation_config="vllm": the model's generation_config.json must not change the
         # sampling parameters given here (transformers' generate is also given all of them).
-        self.llm = vllm.LLM(model=root, tokenizer=root, dtype=ref.model.dtype, seed=0,
+        self.llm = vllm.LLM(model=root, tokenizer=tokenizer, dtype=ref.model.dtype, seed=0,
                             max_num_seqs=batch_size, enable_prefix_caching=True,
                             kv_cache_memory_bytes=int(cfg.vllm_kv_cache_gib * 2**30) or None,
                             enforce_eager=cfg.vllm_eager, generation_config="vllm",
