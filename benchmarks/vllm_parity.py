@@ -126,12 +126,15 @@ def parity(hf, vllm, model, tokenizer, prompts: list[str], params: SamplingParam
 
 def accuracy(generator, records, prompts, params: SamplingParams, kind) -> dict:
     outputs = generator.generate(prompts, params)
-    verdicts = [kind.judge(records, [cs[k].text for cs in outputs]) for k in range(params.n)]
-    correct = sum(ok for verdict in verdicts for ok, _ in verdict)
-    total = len(records) * params.n
-    p = correct / total
-    return {"correct": correct, "total": total, "accuracy": round(p, 4),
-            "stderr": round(math.sqrt(p * (1 - p) / total), 4)}
+    return judged(records * params.n, [cs[k].text for k in range(params.n) for cs in outputs],
+                  kind)
+
+
+def judged(records, texts: list[str], kind) -> dict:
+    correct = sum(ok for ok, _ in kind.judge(records, texts))
+    p = correct / len(texts)
+    return {"correct": correct, "total": len(texts), "accuracy": round(p, 4),
+            "stderr": round(math.sqrt(p * (1 - p) / len(texts)), 4)}
 
 
 def compare(name: str, model_dir: Path, base_dir: Path, prompts: list[str], args: dict,
@@ -161,12 +164,14 @@ def compare(name: str, model_dir: Path, base_dir: Path, prompts: list[str], args
         records, arith_prompts, kind, stop, max_new_tokens = arith
         greedy = SamplingParams(max_new_tokens=max_new_tokens, stop=stop)
         result["parity"] = parity(hf, vllm, model, tokenizer, arith_prompts, greedy)
-        sampled = SamplingParams(max_new_tokens=max_new_tokens, stop=stop, temperature=1.0,
-                                 n=args["samples"], seed=0)
-        result["accuracy"] = {
-            engine: {"greedy": accuracy(generator, records, arith_prompts, greedy, kind),
-                     "sampled": accuracy(generator, records, arith_prompts, sampled, kind)}
-            for engine, generator in (("hf", hf), ("vllm", vllm))}
+        result["accuracy"] = {engine: {"greedy": judged(records, texts, kind)} for engine, texts
+                              in zip(("hf", "vllm"), result["parity"]["texts"])}
+        if args["samples"]:
+            sampled = SamplingParams(max_new_tokens=max_new_tokens, stop=stop, temperature=1.0,
+                                     n=args["samples"], seed=0)
+            for engine, generator in (("hf", hf), ("vllm", vllm)):
+                result["accuracy"][engine]["sampled"] = accuracy(
+                    generator, records, arith_prompts, sampled, kind)
     summary = {k: v for k, v in result["parity"].items() if k != "texts"}
     click.echo(f"{name}: parity {json.dumps(summary)}")
     if "accuracy" in result:
@@ -204,28 +209,27 @@ def arith_run(project: Path, questions: int) -> tuple[list[tuple[str, Path, Path
 @click.option("--parity-tokens", default=128, show_default=True)
 @click.option("--questions", default=0, help="Arith test questions (0 = all).")
 @click.option("--samples", default=1, show_default=True,
-              help="Sampled completions a question (arith accuracy).")
+              help="Sampled completions a question (arith accuracy; 0 = greedy only).")
 @click.option("--eager", is_flag=True, help="vLLM without torch.compile (starts faster).")
 @click.option("--kv-cache-gib", default=1.0, show_default=True)
 @click.option("--skip-smollm2", is_flag=True)
 @click.option("--out", default="", help="Write every number (and the texts) as JSON here.")
 def main(**args) -> None:
-    results = []
+    results: list[dict] = []
+    out = Path(args["out"]).resolve() if args["out"] else None
     workdir = Path(args["workdir"]).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    runs = []  # (name, model_dir, base_dir, prompts, arith), the small scratch model first
+    if args["project"]:
+        policies, arith = arith_run(Path(args["project"]), args["questions"])
+        runs += [(*policy, arith[1], arith) for policy in policies]
     if not args["skip_smollm2"]:
         prompts = gsm8k_prompts(max(64, args["parity_prompts"]))
-        for name, model_dir, base_dir in smollm2_policies(workdir):
-            results.append(compare(name, model_dir, base_dir, prompts, args, None))
-    if args["project"]:
-        out = Path(args["out"]).resolve() if args["out"] else None
-        policies, arith = arith_run(Path(args["project"]), args["questions"])
-        for name, model_dir, base_dir in policies:
-            results.append(compare(name, model_dir, base_dir, arith[1], args, arith))
-        args["out"] = str(out) if out else ""
-    if args["out"]:
-        Path(args["out"]).write_text(json.dumps(results, indent=1))
-
+        runs += [(*policy, prompts, None) for policy in smollm2_policies(workdir)]
+    for name, model_dir, base_dir, prompts, arith in runs:
+        results.append(compare(name, model_dir, base_dir, prompts, args, arith))
+        if out:  # after every policy: a long run interrupted keeps what it measured
+            out.write_text(json.dumps(results, indent=1))
 
 if __name__ == "__main__":
     main()

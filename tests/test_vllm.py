@@ -109,23 +109,26 @@ def test_vllm_serves_adapters_up_to_rank_512():
 # ----------------------------------------------------------------------------- with vLLM
 @pytest.fixture(scope="module")
 def engines(policies):
-    """``(vllm, hf)`` generators for a policy directory; one vLLM engine lives at a time (each
-    reserves its KV cache) and is kept for the next test of the same policy (~20 s a start)."""
+    """``(vllm, hf)`` generators for a policy (or a simulator) directory. One vLLM engine lives
+    at a time (each reserves its KV cache), kept for the next test of the same model (an
+    engine starts in ~20 s)."""
     import gc
 
     base = policies[0]
     cfg = GenerationConfig(backend="vllm", vllm_eager=True, vllm_kv_cache_gib=0.5)
     hf, live = {}, {}
 
-    def both(model_dir):
-        ref = ModelRef.policy(model_dir, base, ModelConfig())
-        if model_dir not in live:
+    def both(model_dir, simulator=False):
+        ref = (ModelRef.other(str(model_dir), ModelConfig()) if simulator
+               else ModelRef.policy(model_dir, base, ModelConfig()))
+        key = (str(model_dir), simulator)
+        if key not in live:
             live.clear()
             gc.collect()
-            live[model_dir] = local_generator("vllm", ref, 8, cfg)
-        if model_dir not in hf:
-            hf[model_dir] = local_generator("hf", ref, 8)
-        return live[model_dir], hf[model_dir]
+            live[key] = local_generator("vllm", ref, 8, cfg)
+        if key not in hf:
+            hf[key] = local_generator("hf", ref, 8)
+        return live[key], hf[key]
 
     return both
 
@@ -155,3 +158,9 @@ def test_stop_strings_cut_as_hf_cuts_and_seeded_samples_repeat(engines, policies
     sampled = SamplingParams(max_new_tokens=16, temperature=1.0, n=3, seed=5)
     first, again = vllm.generate(PROMPTS, sampled), vllm.generate(PROMPTS, sampled)
     assert first == again and len({c.text for c in first[0]}) > 1
+
+
+@needs_vllm
+def test_a_simulator_directory_is_served_as_hf_serves_it(engines, policies):
+    vllm, hf = engines(policies[0], simulator=True)
+    assert texts(vllm) == texts(hf)

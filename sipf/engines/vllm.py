@@ -164,7 +164,7 @@ class VLLMGenerator:
     def _weights(self, ref: ModelRef, tmp: Path) -> tuple[str, list[Path]]:
         if not ref.simulator:
             return adapter_chain(ref.model_dir, ref.base_dir)
-        from sipf.models import _load_source
+        from sipf.models import load_simulator
         from sipf.sources import resolve_source
 
         source = resolve_source(ref.simulator, "simulate.simulator")
@@ -174,7 +174,7 @@ class VLLMGenerator:
             return source.location, []
         # vLLM reads GGUF for some architectures only, with a separate tokenizer: the file
         # is dequantized by transformers into a plain checkpoint, as the base stage does.
-        model, tokenizer = _load_source(source, ref.model.dtype)
+        model, tokenizer = load_simulator(ref.simulator, ref.model)
         model.save_pretrained(tmp / "simulator")
         tokenizer.save_pretrained(tmp / "simulator")
         return str(tmp / "simulator"), []
