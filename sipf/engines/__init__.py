@@ -45,15 +45,16 @@ def open_generator(cfg: GenerationConfig, ref: ModelRef, batch_size: int) -> Gen
         from sipf.engines.ray import RayGenerator
 
         return RayGenerator(cfg, ref, batch_size)
-    return local_generator(cfg.backend, ref, batch_size)
+    return local_generator(cfg.backend, ref, batch_size, cfg)
 
 
-def local_generator(backend: str, ref: ModelRef, batch_size: int) -> Generator:
-    """A generator in this process: transformers' ``generate`` or vLLM."""
+def local_generator(backend: str, ref: ModelRef, batch_size: int,
+                    cfg: GenerationConfig | None = None) -> Generator:
+    """A generator in this process: transformers' ``generate`` or vLLM (``cfg``: its knobs)."""
     if backend == "vllm":
         from sipf.engines.vllm import VLLMGenerator
 
-        return VLLMGenerator(ref, batch_size)
+        return VLLMGenerator(ref, batch_size, cfg)
     from sipf.generation import HFGenerator
     from sipf.models import load_policy, load_simulator, load_tokenizer
 
