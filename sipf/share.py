@@ -211,13 +211,13 @@ def _listed(paths: list[str]) -> str:
     return ", ".join(paths[:SHOWN]) + more
 
 
-def push(targets: Sequence[str] = (), remote: str | None = None, with_deps: bool = False,
-         root: str = ".") -> str:
-    """Push the targets' outputs (every output without targets), the run cache and the
-    outputs its entries restore; the summary line, or a ShareError."""
+def push(targets: Sequence[str] = (), remote: str | None = None, with_deps: bool = False) -> str:
+    """Push the targets' outputs (every output without targets; paths relative to the
+    current directory, in a DVC repository), the run cache and the outputs its entries
+    restore; the summary line, or a ShareError."""
     from dvc.repo import Repo
 
-    with Repo(root) as repo, dvc_log() as records:
+    with Repo() as repo, dvc_log() as records:
         where = remote_named(repo.config, remote)
         reach(repo, where, "push")
         try:
@@ -238,12 +238,12 @@ def push(targets: Sequence[str] = (), remote: str | None = None, with_deps: bool
 
 
 def pull(targets: Sequence[str] = (), remote: str | None = None, with_deps: bool = False,
-         run_cache: bool = True, root: str = ".") -> str:
+         run_cache: bool = True) -> str:
     """Pull the targets' outputs (every output without targets) and the run cache, once the
     remote is known to hold every object they need; the summary line, or a ShareError."""
     from dvc.repo import Repo
 
-    with Repo(root) as repo, dvc_log() as records:
+    with Repo() as repo, dvc_log() as records:
         where = remote_named(repo.config, remote)
         reach(repo, where, "pull")
         try:
