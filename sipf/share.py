@@ -206,6 +206,25 @@ def missing_on_remote(repo: Any, remote: Remote, outs: list[tuple[str, Any]]) ->
     return sorted(path for oid, paths in wanted.items() if oid not in present for path in paths)
 
 
+def resend(repo: Any, remote: Remote, outs: list[tuple[str, Any]]) -> int:
+    """Upload the objects of ``outs`` that the local cache has and the remote lacks, asking
+    the remote for each (not DVC's index of it); how many were uploaded."""
+    sent = 0
+    for path, out in outs:
+        odb = repo.cloud.get_remote_odb(remote.name, hash_name=out.hash_name)
+        oids = [out.hash_info.value]
+        if out.hash_info.isdir and out.cache.exists(oids[0]):
+            listing = json.loads(out.cache.fs.cat_file(out.cache.oid_to_path(oids[0])))
+            oids += [entry["md5"] for entry in listing]
+        local = [oid for oid in oids if out.cache.exists(oid)]
+        present = set(odb.oids_exist(local)) if local else set()
+        for oid in local:
+            if oid not in present:
+                odb.add(out.cache.oid_to_path(oid), out.cache.fs, oid)
+                sent += 1
+    return sent
+
+
 def _listed(paths: list[str]) -> str:
     more = f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else ""
     return ", ".join(paths[:SHOWN]) + more
@@ -224,6 +243,10 @@ def push(targets: Sequence[str] = (), remote: str | None = None, with_deps: bool
             pushed = repo.push(list(targets) or None, remote=where.name, with_deps=with_deps,
                                run_cache=True)
             entries = run_cache_entries(repo.stage_cache.cache_dir)
+            # Objects deleted from the remote since an earlier push: `repo.push` (and
+            # DataCloud.push) trusted DVC's index of what the remote holds and left them
+            # unsent (measured); asked of the remote itself, they are uploaded here.
+            pushed += resend(repo, where, needed(repo, targets, with_deps))
             failed = 0
             for objs in repo.stage_cache.get_used_objs(entries).values():
                 result = repo.cloud.push(objs, remote=where.name)
