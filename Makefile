@@ -8,7 +8,7 @@ STAMP   = $(VENV)/.installed
 LOCK    = requirements.lock
 LOCK_VENV ?= .venv-lock
 
-.PHONY: install lock repro test test-slow test-distributed test-ray vllm-env test-vllm experiments run-queue report push
+.PHONY: install lock repro test test-slow test-distributed test-ray vllm-env test-vllm experiments run-queue report push pull
 
 # $(call install-into,VENV,PIP OPTIONS): a virtual environment with everything the project
 # uses. torch==2.13.0 is the CPU wheel (unpinned torch pulls a multi-GB CUDA build); the
@@ -103,7 +103,11 @@ run-queue: $(STAMP)
 report: $(STAMP)
 	. $(BIN)/activate && sipf report   # reports/: results.md and the figures
 
-# Share a run (docs/sharing.md): outputs, run-cache entries, and the outputs those entries
-# restore (DVC pushes the entries without them).
+# Share a run (docs/sharing.md; sipf/share.py): push = dvc push --run-cache, then the outputs
+# the run-cache entries restore (DVC pushes the entries without them); pull = dvc pull
+# --run-cache once the remote is known to hold every object. A fault is one line, exit 1.
 push: $(STAMP)
-	. $(BIN)/activate && dvc push --run-cache && python -m sipf.share
+	. $(BIN)/activate && python -m sipf.share push
+
+pull: $(STAMP)
+	. $(BIN)/activate && python -m sipf.share pull

@@ -5,10 +5,10 @@ the run itself, and how many bytes go to the remote (docs/sharing.md).
 
 ``--run`` is a repository where `dvc repro` has finished (never modified: it is cloned and
 its DVC cache copied). A's side: the clone gets the run's dvc.lock, params and metrics,
-commits them and pushes to a bare git remote; then `dvc push --run-cache` and the run-cache
-outputs (tests/test_sharing.py PUSH_RUN_OUTPUTS) go to an S3 server (moto on 127.0.0.1,
-tests/s3.py). B's side, in a fresh clone: `dvc pull`, then `dvc repro`, which must run no
-stage but `inputs` (always run). A's time is the "Elapsed (wall clock) time" of the
+commits them and pushes to a bare git remote; then `python -m sipf.share push` (`make push`:
+the outputs, the run cache and the outputs its entries restore) to an S3 server (moto on
+127.0.0.1, tests/s3.py). B's side, in a fresh clone: `python -m sipf.share pull`, then
+`dvc repro`, which must run no stage but `inputs` (always run). A's time is the "Elapsed (wall clock) time" of the
 `/usr/bin/time -v` output at the end of ``--log`` (or ``--a-seconds``).
 
 Runs on the CPU; the machine's load is printed with the numbers.
@@ -31,10 +31,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.s3 import KEY_ID, REGION, SECRET, S3Server  # noqa: E402
-from tests.test_sharing import PUSH_RUN_OUTPUTS, ran  # noqa: E402
 
 BIN = Path(sys.executable).parent
 BUCKET = "bench"
+
+
+def ran(log: str) -> list[str]:
+    """The stages a `dvc repro` log says it ran."""
+    return [line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")]
 
 
 def wall_seconds(log: Path) -> float:
@@ -76,10 +80,11 @@ def main() -> None:
            "GIT_COMMITTER_NAME": "A", "GIT_COMMITTER_EMAIL": "a@localhost"}
     timings: dict[str, float] = {}
 
-    def sh(*cmd: str, cwd: Path, timed: str | None = None) -> str:
+    def sh(*cmd: str, cwd: Path, timed: str | None = None, code: Path | None = None) -> str:
         start = time.perf_counter()
-        # A clone's `sipf` stages import the clone's own code, as on a colleague's machine.
-        done = subprocess.run(cmd, cwd=cwd, env={**env, "PYTHONPATH": str(cwd)},
+        # A clone's `sipf` stages import the clone's own code, as on a colleague's machine;
+        # the sharing commands are this checkout's (``code``), whatever the run's age.
+        done = subprocess.run(cmd, cwd=cwd, env={**env, "PYTHONPATH": str(code or cwd)},
                               capture_output=True, text=True)
         if timed:
             timings[timed] = time.perf_counter() - start
@@ -112,14 +117,15 @@ def main() -> None:
         sh("git", "add", "-A", cwd=a)
         sh("git", "commit", "-qm", "the run", "--allow-empty", cwd=a)
         sh("git", "push", "-q", str(origin), "HEAD:main", cwd=a)
-        sh("dvc", "push", "--run-cache", *with_deps, cwd=a, timed="A: dvc push --run-cache")
-        sh(sys.executable, *PUSH_RUN_OUTPUTS, cwd=a, timed="A: run-cache outputs")
+        sh(sys.executable, "-m", "sipf.share", "push", *with_deps, cwd=a, code=REPO,
+           timed="A: python -m sipf.share push")
         keys = server.keys(BUCKET)
         pushed_bytes = sum(keys.values())
         # B: a fresh clone that pulls instead of recomputing.
         sh("git", "clone", "-q", "-b", "main", str(origin), str(b), cwd=work,
            timed="B: git clone")
-        sh("dvc", "pull", *with_deps, cwd=b, timed="B: dvc pull")
+        sh(sys.executable, "-m", "sipf.share", "pull", *with_deps, cwd=b, code=REPO,
+           timed="B: python -m sipf.share pull")
         log = sh("dvc", "repro", *args.targets, cwd=b, timed="B: dvc repro")
         stages = ran(log)
         if stages != ["inputs"]:
