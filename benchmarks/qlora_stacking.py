@@ -33,7 +33,8 @@ import torch
 
 from sipf import layout
 from sipf.config import ModelConfig, load_params
-from sipf.models import adapter_chain, load_base_model, load_policy, load_tokenizer
+from sipf.models import (adapter_chain, load_base_model, load_policy, load_tokenizer,
+                         stack_adapters)
 from sipf.storage import read_parquet
 
 
@@ -72,18 +73,8 @@ def _folded(policy: Path, base: Path, cfg: ModelConfig, both: bool) -> torch.nn.
 def _stacked(policy: Path, base: Path, cfg: ModelConfig) -> torch.nn.Module:
     """Every adapter unmerged and active, on ``cfg``'s weights (the 4-bit path of load_policy,
     here for float32 weights too)."""
-    from peft import PeftModel
-
     chain, _ = adapter_chain(policy, base)
-    model = load_base_model(base, cfg)
-    names = [f"a{i}" for i in range(len(chain))]
-    for name, adapter in zip(names, reversed(chain)):
-        if isinstance(model, PeftModel):
-            model.load_adapter(str(adapter), adapter_name=name)
-        else:
-            model = PeftModel.from_pretrained(model, str(adapter), adapter_name=name)
-    model.base_model.set_adapter(names, inference_mode=True)
-    return model
+    return stack_adapters(load_base_model(base, cfg), chain)
 
 
 @torch.inference_mode()

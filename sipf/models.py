@@ -257,19 +257,27 @@ def load_policy(model_dir: str | Path, base_dir: str | Path, cfg: ModelConfig,
     from peft import PeftModel
 
     if getattr(model, "is_loaded_in_4bit", False):
-        names = [STACKED.format(i) for i in range(len(chain))]
-        for name, adapter in zip(names, reversed(chain)):
-            if isinstance(model, PeftModel):
-                model.load_adapter(str(adapter), adapter_name=name)
-            else:
-                model = PeftModel.from_pretrained(model, str(adapter), adapter_name=name)
-        model.base_model.set_adapter(names, inference_mode=True)
-        return model
+        return stack_adapters(model, chain)
     for adapter in reversed(chain):
         if isinstance(model, PeftModel):
             model = model.merge_and_unload()
         model = PeftModel.from_pretrained(model, str(adapter))
     return model.merge_and_unload() if merged else model
+
+
+def stack_adapters(model: PreTrainedModel, chain: list[Path]) -> PreTrainedModel:
+    """``model`` with every adapter of ``chain`` (child first, as adapter_chain returns it)
+    loaded unmerged, all active and frozen: on 4-bit weights a merge would re-quantize."""
+    from peft import PeftModel
+
+    names = [STACKED.format(i) for i in range(len(chain))]
+    for name, adapter in zip(names, reversed(chain)):
+        if isinstance(model, PeftModel):
+            model.load_adapter(str(adapter), adapter_name=name)
+        else:
+            model = PeftModel.from_pretrained(model, str(adapter), adapter_name=name)
+    model.base_model.set_adapter(names, inference_mode=True)
+    return model
 
 
 def save_weights(model: PreTrainedModel, out_dir: str | Path) -> None:
