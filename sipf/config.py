@@ -407,11 +407,12 @@ class SampleConfig:
                                             "on GPU. Makes the output depend on the machine's "
                                             "speed.", 0.0)
     drop_false_annotations: bool = _help("Drop paths with a <<expr=value>> annotation that does "
-                                         "not hold (the paper's rule, on in the GSM8K presets: "
-                                         "a calculator would have caught it). Off by default: "
-                                         "arithmetic slips are the main error of the small "
-                                         "from-scratch model, and they make its wrong paths.",
-                                         False)
+                                         "not hold (the paper's rule: a calculator would have "
+                                         "caught it), so that false arithmetic never reaches a "
+                                         "chosen path. Off, the small from-scratch model's "
+                                         "arithmetic slips stay in the pool: 32% of its right "
+                                         "paths carried one that a later slip cancelled.",
+                                         True)
     batch_size: int = _help("Sequences the generator decodes together.", 64)
     question_limit: int = _help("Sample for the first N training questions only (0 = all).",
                                 300)
@@ -450,6 +451,11 @@ class SimulateConfig:
     max_new_tokens: int = _help("Longest rollout in tokens (the rest of a solution).", 320)
     max_paths: int = _help("Simulate this many sampled paths (0 = all): a seeded subset, half "
                            "correct and half wrong where the pool allows.", 100)
+    paths_per_question: int = _help("Draw max_paths question by question, up to this many "
+                                    "paths from each, half right and half wrong, questions "
+                                    "with both outcomes first, so that the PRM learns from "
+                                    "right and wrong siblings of one question (0 = draw over "
+                                    "all paths at once).", 2)
     simulator: str = _help("Who rolls out: 'self' (the current policy), or a hub id, a local "
                            "directory, a .gguf file, or 'package:<dist>/<file.gguf>' (the "
                            "paper: deepseek-math-7b-instruct).", "self")
@@ -458,7 +464,9 @@ class SimulateConfig:
                              "not change its hard label (more than δ successes, or too few "
                              "left to get there). Its row then has k = the rollouts drawn and "
                              "soft = n_correct / k, a fraction of a sample stopped at a "
-                             "success (it leans high), not of simulate.k.", False)
+                             "success (it leans high), not of simulate.k. On by default: the same "
+                             "hard labels for 0.64x the rollouts (benchmarks/simulation_cost.py); "
+                             "off is the paper's naive labeller, the reference.", True)
     search: str = _help("Which step prefixes to roll out: 'all' (every step's, the paper), or "
                         "only those a search for the path's first wrong step visits, assuming "
                         "the steps before it right and those from it on wrong: 'binary' "
@@ -478,6 +486,7 @@ class SimulateConfig:
         _require(0 < self.top_p <= 1, "simulate.top_p", "must be in (0, 1]")
         _require(self.max_new_tokens >= 1, "simulate.max_new_tokens", "must be >= 1")
         _require(self.max_paths >= 0, "simulate.max_paths", "must be >= 0")
+        _require(self.paths_per_question >= 0, "simulate.paths_per_question", "must be >= 0")
         _require(bool(self.simulator.strip()), "simulate.simulator", "must not be empty")
         _require(self.batch_size >= 1, "simulate.batch_size", "must be >= 1")
         _choice("simulate.search", self.search, SEARCHES)

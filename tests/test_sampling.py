@@ -215,7 +215,7 @@ def test_false_annotations_can_be_kept_as_wrong_paths():
             _keep(slip, steps, answer, outcome, report.questions[0], kept, report)
         assert len(kept) == kept_count
         assert report.questions[0].invalid == (1 if drop else 0)
-    assert SampleConfig().drop_false_annotations is False
+    assert SampleConfig().drop_false_annotations is True  # the paper's filter
 
 
 def test_grow_pool_keeps_the_old_pool_and_adds_only_new_equations():

@@ -79,7 +79,7 @@ def test_prefix_prompt_ends_each_step_with_a_newline():
 
 
 def test_one_generate_call_over_distinct_prefixes_with_n_k():
-    cfg = SimulateConfig(k=4, temperature=0.8, max_new_tokens=30, seed=5)
+    cfg = SimulateConfig(early_stop=False, k=4, temperature=0.8, max_new_tokens=30, seed=5)
     _, _, generator = _simulate(cfg)
     assert len(generator.calls) == 1
     prompts, params = generator.calls[0]
@@ -89,7 +89,7 @@ def test_one_generate_call_over_distinct_prefixes_with_n_k():
 
 
 def test_rollout_rows_read_the_answer_from_the_completion():
-    rollouts, _, _ = _simulate(SimulateConfig(k=4))
+    rollouts, _, _ = _simulate(SimulateConfig(early_stop=False, k=4))
     assert len(rollouts) == 6 * 4
     assert set(rollouts[0]) == {"path_id", "question_id", "step_index", "rollout_index",
                                 "completion", "answer", "correct"}
@@ -102,21 +102,21 @@ def test_rollout_rows_read_the_answer_from_the_completion():
 
 
 def test_hard_and_soft_labels_with_delta_0_and_2():
-    _, labels, _ = _simulate(SimulateConfig(k=4))
+    _, labels, _ = _simulate(SimulateConfig(early_stop=False, k=4))
     assert [(r["path_id"], r["step_index"], r["n_correct"]) for r in labels] == [
         ("q1/it1/000", 0, 3), ("q1/it1/000", 1, 1), ("q1/it1/000", 2, 0),
         ("q1/it1/001", 0, 3), ("q1/it1/001", 1, 4), ("q1/it1/001", 2, 3)]
     assert [r["hard"] for r in labels] == [True, True, False, True, True, True]
     assert [r["soft"] for r in labels] == [0.75, 0.25, 0.0, 0.75, 1.0, 0.75]
     assert labels[1]["step"] == S2_WRONG and labels[1]["k"] == 4
-    _, strict, _ = _simulate(SimulateConfig(k=4, delta=2))
+    _, strict, _ = _simulate(SimulateConfig(early_stop=False, k=4, delta=2))
     assert [r["hard"] for r in strict] == [True, False, False, True, True, True]
 
 
 def test_agreement_with_the_arith_oracle():
     oracle = {p["path_id"]: step_labels(RECORD, p["steps"]) for p in (WRONG_PATH, RIGHT_PATH)}
     assert oracle == {"q1/it1/000": [True, False, False], "q1/it1/001": [True, True, True]}
-    _, labels, _ = _simulate(SimulateConfig(k=4))
+    _, labels, _ = _simulate(SimulateConfig(early_stop=False, k=4))
     agreement = label_agreement(labels, oracle)
     assert agreement == {"steps": 6, "oracle_correct": 4,
                          "hard_accuracy": 5 / 6, "hard_tp": 4, "hard_fp": 1, "hard_tn": 1,
@@ -138,22 +138,48 @@ def _pool(n_correct, n_wrong):
 def test_select_paths_draws_a_balanced_seeded_subset_in_input_order():
     pool = _pool(20, 20)
     assert select_paths(pool, SimulateConfig()) == pool  # max_paths 0: everything
-    chosen = select_paths(pool, SimulateConfig(max_paths=6))
+    cfg = SimulateConfig(max_paths=6, paths_per_question=0)
+    chosen = select_paths(pool, cfg)
     assert sum(p["outcome"] for p in chosen) == 3 and len(chosen) == 6
     assert chosen == sorted(chosen, key=lambda p: int(p["path_id"][1:]))
-    assert select_paths(pool, SimulateConfig(max_paths=6)) == chosen
-    assert select_paths(pool, SimulateConfig(max_paths=6, seed=1)) != chosen
+    assert select_paths(pool, cfg) == chosen
+    assert select_paths(pool, replace(cfg, seed=1)) != chosen
 
 
 def test_select_paths_fills_a_short_outcome_from_the_other():
-    assert sum(p["outcome"] for p in select_paths(_pool(1, 10), SimulateConfig(max_paths=5))) == 1
-    assert sum(p["outcome"] for p in select_paths(_pool(10, 1), SimulateConfig(max_paths=5))) == 4
+    cfg = SimulateConfig(max_paths=5, paths_per_question=0)
+    assert sum(p["outcome"] for p in select_paths(_pool(1, 10), cfg)) == 1
+    assert sum(p["outcome"] for p in select_paths(_pool(10, 1), cfg)) == 4
+
+
+def test_select_paths_takes_right_and_wrong_siblings_of_mixed_questions_first():
+    # q0-q3: 3 right and 3 wrong paths each; q4-q9: 6 right paths each
+    pool = [{"path_id": f"q{q}-{i}", "question_id": f"q{q}", "outcome": q > 3 or i < 3}
+            for q in range(10) for i in range(6)]
+    chosen = select_paths(pool, SimulateConfig(max_paths=10, paths_per_question=2))
+    by_question = {}
+    for path in chosen:
+        by_question.setdefault(path["question_id"], []).append(path["outcome"])
+    assert len(chosen) == 10 and chosen == [p for p in pool if p in chosen]  # input order
+    assert {q: sorted(o) for q, o in by_question.items() if q < "q4"} == {
+        f"q{q}": [False, True] for q in range(4)}  # every mixed question: one of each
+    assert [len(o) for o in by_question.values()] == [2] * 5  # then one right-only question
+    assert select_paths(pool, SimulateConfig(max_paths=10, paths_per_question=2, seed=1)) != \
+        chosen
+
+
+def test_select_paths_with_one_path_per_question_spreads_over_questions():
+    pool = [{"path_id": f"q{q}-{i}", "question_id": f"q{q}", "outcome": i % 2 == 0}
+            for q in range(8) for i in range(4)]
+    chosen = select_paths(pool, SimulateConfig(max_paths=5, paths_per_question=1))
+    assert len({p["question_id"] for p in chosen}) == 5
 
 
 @pytest.mark.parametrize("change, key", [
     ({"k": 0}, "simulate.k"), ({"k": 4, "delta": 4}, "simulate.delta"),
     ({"simulator": ""}, "simulate.simulator"), ({"max_paths": -1}, "simulate.max_paths"),
     ({"search": "ternary"}, "simulate.search"),
+    ({"paths_per_question": -1}, "simulate.paths_per_question"),
 ])
 def test_config_validation_names_the_key(change, key):
     with pytest.raises(ConfigError, match=key):
@@ -164,13 +190,13 @@ def test_smoke_with_a_real_tiny_model():
     model, tokenizer = tiny_model([QUESTION, S1, S2, S3])
     generator = HFGenerator(model, tokenizer, batch_size=8)
     rollouts, labels = simulate(generator, [WRONG_PATH, RIGHT_PATH], {"q1": RECORD},
-                                {"q1": PROMPT}, SimulateConfig(k=2, max_new_tokens=6))
+                                {"q1": PROMPT}, SimulateConfig(early_stop=False, k=2, max_new_tokens=6))
     assert len(rollouts) == 6 * 2 and len(labels) == 6
     assert all(0.0 <= r["soft"] <= 1.0 and r["k"] == 2 for r in labels)
 
 
 # ----------------------------------------------------------------------------- cheaper labellers
-NAIVE_HARD = [True, True, False, True, True, True]  # _simulate(SimulateConfig(k=4))'s labels
+NAIVE_HARD = [True, True, False, True, True, True]  # _simulate(SimulateConfig(early_stop=False, k=4))'s labels
 
 
 def test_rollout_rounds_double_and_add_up_to_k():
@@ -181,9 +207,10 @@ def test_rollout_rounds_double_and_add_up_to_k():
     assert all(sum(rollout_rounds(k)) == k for k in range(1, 40))
 
 
-def test_the_reference_labeller_is_the_default():
+def test_early_stop_over_every_prefix_is_the_default():
+    # the paper's naive labeller (early_stop off) stays the reference the tests compare with
     cfg = SimulateConfig()
-    assert (cfg.early_stop, cfg.search) == (False, "all")
+    assert (cfg.early_stop, cfg.search) == (True, "all")
 
 
 def test_early_stop_stops_each_prefix_at_its_first_success():
@@ -201,7 +228,7 @@ def test_early_stop_stops_each_prefix_at_its_first_success():
 
 def test_early_stop_with_delta_2_also_stops_once_a_success_is_out_of_reach():
     _, labels, _ = _simulate(SimulateConfig(k=4, delta=2, early_stop=True))
-    _, naive, _ = _simulate(SimulateConfig(k=4, delta=2))
+    _, naive, _ = _simulate(SimulateConfig(early_stop=False, k=4, delta=2))
     assert [r["hard"] for r in labels] == [r["hard"] for r in naive]
     # S3_WRONG: 0 of 2 with 2 left can no longer exceed δ = 2; the others need all 4.
     assert [r["k"] for r in labels] == [4, 4, 2, 4, 4, 4]
@@ -264,7 +291,7 @@ def test_early_stop_never_changes_a_hard_label(delta):
     rng = random.Random(delta)
     for _ in range(20):
         paths = _paths(rng, 6, monotone=rng.random() < 0.5)
-        cfg = SimulateConfig(k=8, delta=delta)
+        cfg = SimulateConfig(early_stop=False, k=8, delta=delta)
         naive_rollouts, naive, _ = _run(paths, cfg)
         early_rollouts, early, _ = _run(paths, replace(cfg, early_stop=True))
         assert [r["hard"] for r in early] == [r["hard"] for r in naive]
@@ -279,7 +306,7 @@ def test_early_stop_never_changes_a_hard_label(delta):
 
 
 def test_binary_search_on_the_constructed_paths():
-    rollouts, labels, generator = _simulate(SimulateConfig(k=4, search="binary"))
+    rollouts, labels, generator = _simulate(SimulateConfig(early_stop=False, k=4, search="binary"))
     # Each path's search visits steps 1 then 2; the shared first step is inferred.
     assert [len(prompts) for prompts, _ in generator.calls] == [2, 2]
     assert [r["hard"] for r in labels] == NAIVE_HARD
@@ -308,7 +335,7 @@ def test_search_labels_equal_the_reference_on_monotone_paths(search, early_stop)
     rng = random.Random(7)
     for _ in range(20):
         paths = _paths(rng, 8)
-        cfg = SimulateConfig(k=4)
+        cfg = SimulateConfig(early_stop=False, k=4)
         _, naive, _ = _run(paths, cfg, at_least_one=True)
         _, labels, _ = _run(paths, replace(cfg, search=search, early_stop=early_stop),
                             at_least_one=True)
@@ -328,8 +355,8 @@ def test_search_labels_equal_the_reference_on_monotone_paths(search, early_stop)
 def test_binary_search_can_differ_from_the_reference_where_a_wrong_step_is_followed_by_right_ones():
     bad_then_good = {"question_id": "q1", "path_id": "p", "steps": ["a", "b bad", "c"],
                      "outcome": True}
-    _, naive, _ = _run([bad_then_good], SimulateConfig(k=4), at_least_one=True)
-    _, search, _ = _run([bad_then_good], SimulateConfig(k=4, search="binary"),
+    _, naive, _ = _run([bad_then_good], SimulateConfig(early_stop=False, k=4), at_least_one=True)
+    _, search, _ = _run([bad_then_good], SimulateConfig(early_stop=False, k=4, search="binary"),
                         at_least_one=True)
     assert [r["hard"] for r in naive] == [True, False, True]
     # It visits step 1 (wrong), then step 0 (right): step 2 is inferred wrong.

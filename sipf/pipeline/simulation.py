@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sipf.config import SimulateConfig
@@ -33,21 +33,49 @@ from sipf.tasks.kinds import MathKind, Question, TaskKind
 def select_paths(paths: Sequence[dict], cfg: SimulateConfig) -> list[dict]:
     """The paths to simulate: all of them, or ``cfg.max_paths`` drawn with ``cfg.seed``.
 
-    Half the draw is correct and half wrong so that the verifier sees both kinds of
-    step; when one outcome runs short the other fills the gap. The subset keeps the
-    input order.
+    With ``cfg.paths_per_question`` (n > 0) the draw goes question by question: questions
+    with both a right and a wrong path first, then the rest, each in a seeded order, and
+    from each up to n paths, half right and half wrong where it has them. The PRM then sees
+    right and wrong siblings of one question, whose steps differ where the path went wrong
+    (drawn over the whole pool, a question almost never has two simulated paths). With
+    n = 0 the draw is over all paths, half right and half wrong. Either way, when one outcome
+    runs short the other fills the gap, and the subset keeps the input order.
     """
     if not cfg.max_paths or len(paths) <= cfg.max_paths:
         return list(paths)
     rng = random.Random(f"sipf.simulate/{cfg.seed}")
-    correct = [i for i, path in enumerate(paths) if path["outcome"]]
-    wrong = [i for i, path in enumerate(paths) if not path["outcome"]]
+    if cfg.paths_per_question:
+        chosen = _siblings(paths, cfg.max_paths, cfg.paths_per_question, rng)
+    else:
+        chosen = _balanced(range(len(paths)), paths, cfg.max_paths, rng)
+    return [paths[i] for i in sorted(chosen)]
+
+
+def _balanced(indices: Iterable[int], paths: Sequence[dict], n: int,
+              rng: random.Random) -> list[int]:
+    """``n`` of ``indices`` (all, if fewer), half right and half wrong where they allow."""
+    correct = [i for i in indices if paths[i]["outcome"]]
+    wrong = [i for i in indices if not paths[i]["outcome"]]
     rng.shuffle(correct)
     rng.shuffle(wrong)
-    n_wrong = min(len(wrong), cfg.max_paths - min(len(correct), cfg.max_paths // 2))
-    n_correct = cfg.max_paths - n_wrong
-    chosen = sorted(correct[:n_correct] + wrong[:n_wrong])
-    return [paths[i] for i in chosen]
+    n_wrong = min(len(wrong), n - min(len(correct), n // 2))
+    return correct[:n - n_wrong] + wrong[:n_wrong]
+
+
+def _siblings(paths: Sequence[dict], n: int, per_question: int,
+              rng: random.Random) -> list[int]:
+    by_question: dict[str, list[int]] = {}
+    for i, path in enumerate(paths):
+        by_question.setdefault(path["question_id"], []).append(i)
+    questions = sorted(by_question)
+    rng.shuffle(questions)
+    mixed = {q for q in questions if len({paths[i]["outcome"] for i in by_question[q]}) == 2}
+    chosen: list[int] = []
+    for q in sorted(questions, key=lambda q: q not in mixed):  # stable: the seeded order kept
+        chosen += _balanced(by_question[q], paths, min(per_question, n - len(chosen)), rng)
+        if len(chosen) == n:
+            break
+    return chosen
 
 
 def prefix_prompt(prompt: str, steps: Sequence[str], j: int) -> str:
