@@ -39,4 +39,9 @@ def main(stage: LoopStage) -> None:
                        rejected_wrong=sum(not p["rejected_outcome"] for p in pairs))
     write_parquet(pairs, it.prefs)
     write_json(metrics, it.stage_metrics("prefs"))
-    stage.say(f"{metrics}")
+    line = f"{metrics['pairs']} {method.data} rows over {metrics['questions']} questions"
+    if method.data != "correct":
+        line += (f", mean reward gap {metrics['mean_reward_gap']:.3f}, chosen right "
+                 f"{metrics['chosen_correct']}/{len(pairs)}, rejected wrong "
+                 f"{metrics['rejected_wrong']}/{len(pairs)}")
+    stage.say(line)

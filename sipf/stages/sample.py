@@ -37,4 +37,8 @@ def main(stage: LoopStage) -> None:
     summary["pool_paths"] = len(rows)
     write_parquet(rows, it.samples)
     write_json(summary, it.stage_metrics("sample"))
-    stage.say(f"{len(rows)} paths in {report.seconds:.0f} s {summary}")
+    stage.say(f"{summary['new_paths']} new paths ({summary['paths_correct']} right, "
+              f"{summary['paths_wrong']} wrong) from {summary['attempts']} samples of "
+              f"{summary['questions']} questions in {report.seconds:.0f} s; dropped "
+              f"{summary['invalid']} invalid and {summary['duplicates']} duplicates; "
+              f"pool {len(rows)} paths")

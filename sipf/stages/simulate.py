@@ -48,4 +48,15 @@ def main(stage: LoopStage) -> None:
     write_parquet(rollouts, it.rollouts)
     write_parquet(labels, it.step_labels)
     write_json(metrics, it.stage_metrics("simulate"))
-    stage.say(f"{metrics}")
+    stage.say(_summary(metrics, paths))
+
+
+def _summary(metrics: dict, paths: list[dict]) -> str:
+    """One line: what was labelled, what it cost, and how it agrees with the truth."""
+    line = (f"{metrics['paths']} paths of {len({p['question_id'] for p in paths})} questions, "
+            f"{metrics['steps']} steps labelled with {metrics['rollouts_drawn']} rollouts "
+            f"({metrics['rollouts_per_step']:.1f} a step)")
+    if "against_oracle" in metrics:
+        agree = metrics["against_oracle"]["hard_accuracy"]
+        line += f"; hard labels agree with the oracle on {agree:.1%}"
+    return line

@@ -51,5 +51,7 @@ def main(stage: LoopStage) -> None:
         metrics = train_prm(backbone, load_tokenizer(layout.BASE), examples, cfg, it.prm,
                             live_dir=live_dir, model_cfg=params.model)
     write_json(metrics, it.stage_metrics("prm"))
-    stage.say(f"best epoch {metrics['best_epoch']}, "
-              f"val step accuracy {metrics['val_step_accuracy']}")
+    accuracy = metrics["val_step_accuracy"]
+    stage.say(f"{cfg.kind} PRM on {len(examples)} paths: best epoch {metrics['best_epoch']}, "
+              "held-out step accuracy "
+              + ("n/a" if accuracy is None else f"{accuracy:.1%}"))
