@@ -1,0 +1,187 @@
+"""The trained PRM's learning curve: step AUC against the number of labelled paths.
+
+Does the paper's PRM (params.yaml's `prm`, kind classifier by default) learn the step if it
+is given more labelled paths, with exact labels or with Monte-Carlo ones? Run inside an arith
+project where M0 exists and `sample` of iteration 1 ran over many questions, e.g.:
+
+    cd /tmp/lc && sipf sample --iteration 1 --policy models/sft   # sample.question_limit 1500
+    OMP_NUM_THREADS=2 python /work/main/benchmarks/prm_learning_curve.py \\
+        --sizes 100,300,900 --held-out 60 --out /tmp/lc/curve
+
+Held out: ``--held-out`` questions that have a right and a wrong path. The training paths
+are drawn from the other questions as `simulate` draws them (`select_paths`: right and wrong
+siblings of one question first, `simulate.paths_per_question`); the draws for the sizes are
+nested. Each size trains one PRM from M0 on the arith oracle's exact labels and one on
+Monte-Carlo labels (`simulate` with params.yaml's `simulate` section, run once on the largest
+draw; ``--early-stop`` draws fewer rollouts for the same hard labels). Every PRM scores the
+held-out paths; reported (sipf.pipeline.reward_metrics): step AUC against the oracle within
+one (question, step index) and over all steps, and how often the right path's reward beats
+the wrong one's, beside the untrained baselines on the same paths: the step index alone, the
+policy's own likelihood (`prm.kind: likelihood`, min_digit) and the oracle labels as rewards.
+Writes ``--out``/results.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sipf import layout
+from sipf.config import load_params, prm_prompt_style
+from sipf.engines import ModelRef, open_generator
+from sipf.models import load_policy, load_tokenizer
+from sipf.pipeline.prm import (aggregate, build_examples, likelihood_step_scores, load_prm,
+                               score_steps, train_prm)
+from sipf.pipeline.reward_metrics import reward_report
+from sipf.pipeline.simulation import select_paths, simulate
+from sipf.stages.common import read_rows, seed_everything, train_records_by_id
+from sipf.storage import read_parquet, write_parquet
+from sipf.tasks import arith
+from sipf.tasks.registry import task_named
+
+COLUMNS = ("step_auc_within_question_and_index", "step_auc_vs_oracle", "right_above_wrong")
+
+
+def split(pool: list[dict], held_out: int) -> tuple[list[dict], list[dict]]:
+    """(training candidates, held-out paths): the held-out questions are ``held_out`` of
+    those with both outcomes, drawn with a fixed seed."""
+    outcomes: dict[str, set[bool]] = {}
+    for path in pool:
+        outcomes.setdefault(path["question_id"], set()).add(bool(path["outcome"]))
+    mixed = sorted(q for q, seen in outcomes.items() if len(seen) == 2)
+    random.Random(0).shuffle(mixed)
+    test = set(mixed[:held_out])
+    return ([p for p in pool if p["question_id"] not in test],
+            [p for p in pool if p["question_id"] in test])
+
+
+def mc_labels(params: Any, paths: list[dict], records: dict, prompts: dict, early_stop: bool,
+              cache: Path) -> dict[str, list[float]]:
+    """Hard Monte-Carlo labels of ``paths`` by path id, simulated once and cached."""
+    if not cache.exists():
+        task = task_named(params.prepare.task)
+        cfg = dataclasses.replace(params.simulate, early_stop=early_stop)
+        ref = ModelRef.policy(layout.M0, layout.BASE, params.model)
+        started = time.perf_counter()
+        _, rows = simulate(open_generator(params.generation, ref, cfg.batch_size), paths,
+                           records, prompts, cfg, stop=task.stop(params.prepare.prompt_style),
+                           kind=task.kind)
+        click.echo(f"simulated {len(paths)} paths ({len(rows)} steps) in "
+                   f"{time.perf_counter() - started:.0f} s", err=True)
+        write_parquet(rows, cache)
+    labels: dict[str, list[float]] = {}
+    for row in sorted(read_parquet(cache), key=lambda r: (r["path_id"], r["step_index"])):
+        labels.setdefault(row["path_id"], []).append(float(row["hard"]))
+    return labels
+
+
+@click.command()
+@click.option("--sizes", default="100,300,900", show_default=True,
+              help="Labelled paths per PRM, comma-separated.")
+@click.option("--held-out", default=60, show_default=True,
+              help="Held-out questions (each with a right and a wrong path).")
+@click.option("--sources", default="oracle,mc", show_default=True,
+              help="Label sources: oracle (exact) and/or mc (Monte-Carlo).")
+@click.option("--early-stop/--no-early-stop", default=True, show_default=True,
+              help="Monte-Carlo labels with simulate.early_stop (same hard labels, fewer rollouts).")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+def main(sizes: str, held_out: int, sources: str, early_stop: bool, out: str) -> None:
+    params = load_params("params.yaml")
+    cfg = params.prm
+    records, prompts = train_records_by_id()
+    pool = read_rows(layout.Iteration(1).samples, "samples")
+    candidates, test = split(pool, held_out)
+    counts = sorted(int(n) for n in sizes.split(","))
+    draw = select_paths(candidates, dataclasses.replace(params.simulate, max_paths=counts[-1]))
+    # select_paths's question order is seeded, so a smaller draw takes the larger one's
+    # first questions: the training sets are nested
+    by_size = {n: [p for p in draw if p["path_id"] in
+                   {q["path_id"] for q in select_paths(
+                       candidates, dataclasses.replace(params.simulate, max_paths=n))}]
+               for n in counts}
+
+    def oracle(path: dict) -> list[float]:
+        return [float(x) for x in arith.step_labels(records[path["question_id"]],
+                                                    list(path["steps"]))]
+
+    directory = Path(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    labels = {"oracle": {p["path_id"]: oracle(p) for p in draw}}
+    if "mc" in sources:
+        labels["mc"] = mc_labels(params, draw, records, prompts, early_stop,
+                                 directory / "mc_step_labels.parquet")
+    questions = [p["question_id"] for p in test]
+    outcomes = [bool(p["outcome"]) for p in test]
+    steps = [list(p["steps"]) for p in test]
+    truth = [oracle(p) for p in test]
+    tokenizer = load_tokenizer(layout.BASE)
+    policy = load_policy(layout.M0, layout.BASE, params.model, merged=True)
+    likelihood = likelihood_step_scores(policy, tokenizer, [prompts[q] for q in questions],
+                                        steps, batch_size=cfg.batch_size, reduce="min_digit")
+    del policy
+    results: dict[str, Any] = {
+        "held_out_questions": len(set(questions)), "held_out_paths": len(test),
+        "candidate_paths": len(candidates), "prm": dataclasses.asdict(cfg),
+        "mc_label_agreement_with_oracle": (
+            sum(a == b for p in draw for a, b in zip(labels["mc"][p["path_id"]],
+                                                      labels["oracle"][p["path_id"]]))
+            / sum(len(labels["oracle"][p["path_id"]]) for p in draw)) if "mc" in labels else None,
+        "baselines": {}, "curve": []}
+    for name, scores in (("likelihood min_digit", likelihood), ("oracle labels", truth)):
+        results["baselines"][name] = reward_report(
+            questions, outcomes, scores, [aggregate(s, cfg.aggregate) for s in scores],
+            cfg.aggregate, oracle=truth)
+    results["baselines"]["step index only"] = {
+        "step_auc_vs_oracle": results["baselines"]["oracle labels"]["step_index_only_auc"]}
+    style = prm_prompt_style(params)
+    for source in [s.strip() for s in sources.split(",") if s.strip()]:
+        for n in counts:
+            rows = [{"path_id": p["path_id"], "question_id": p["question_id"],
+                     "question": records[p["question_id"]].question, "steps": list(p["steps"]),
+                     "labels": labels[source][p["path_id"]]} for p in by_size[n]]
+            seed_everything(cfg.seed)
+            started = time.perf_counter()
+            model_dir = directory / f"{source}-{n}"
+            metrics = train_prm(layout.M0, tokenizer, build_examples(rows, style), cfg,
+                                model_dir, model_cfg=params.model)
+            train_s = time.perf_counter() - started
+            model, prm_tokenizer = load_prm(model_dir)
+            scores = score_steps(model, prm_tokenizer, [records[q].question for q in questions],
+                                 steps, batch_size=cfg.batch_size, prompt_style=style)
+            report = reward_report(questions, outcomes, scores,
+                                   [aggregate(s, cfg.aggregate) for s in scores],
+                                   cfg.aggregate, oracle=truth)
+            point = {"source": source, "paths": len(rows),
+                     "questions": len({r["question_id"] for r in rows}),
+                     "best_epoch": metrics["best_epoch"], "train_s": round(train_s, 1),
+                     **{c: report[c] for c in COLUMNS}}
+            results["curve"].append(point)
+            click.echo(json.dumps(point), err=True)
+            (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    click.echo(table(results))
+
+
+def table(results: dict[str, Any]) -> str:
+    """The curve and the baselines in Markdown."""
+    def cell(value: float | None) -> str:
+        return "–" if value is None else f"{100 * value:.1f}"
+
+    lines = ["| PRM | labelled paths (questions) | step AUC within (q, index) | step AUC | "
+             "right above wrong | train s |", "|---|---|---|---|---|---|"]
+    for p in results["curve"]:
+        lines.append(f"| trained, {p['source']} labels | {p['paths']} ({p['questions']}) | "
+                     + " | ".join(cell(p[c]) for c in COLUMNS) + f" | {p['train_s']} |")
+    for name, r in results["baselines"].items():
+        lines.append(f"| {name} (untrained) | – | "
+                     + " | ".join(cell(r.get(c)) for c in COLUMNS) + " | – |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
