@@ -21,6 +21,7 @@ Runs on a CPU too, slowly (a smoke test: ``--prompts 8 --max-new-tokens 32``). O
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
@@ -100,6 +101,9 @@ def main(policy: str, workdir: str, prompts: int, max_new_tokens: int, batch: in
     texts["hf_full"] = [c.text for (c,) in hf16.generate(questions, greedy)]
     result["throughput"]["hf_full"] = throughput(hf16, questions, batch, max_new_tokens)
     del hf16
+    gc.collect()  # the two transformers models' GPU memory back before vLLM sizes its own
+    if cuda:
+        torch.cuda.empty_cache()
     started = time.perf_counter()
     vllm = local_generator("vllm", ref4, batch,
                            GenerationConfig(backend="vllm", vllm_kv_cache_gib=kv_cache_gib))
