@@ -168,7 +168,7 @@ def compare(name: str, model_dir: Path, base_dir: Path, prompts: list[str], args
                               in zip(("hf", "vllm"), result["parity"]["texts"])}
         if args["samples"]:
             sampled = SamplingParams(max_new_tokens=max_new_tokens, stop=stop, temperature=1.0,
-                                     n=args["samples"], seed=0)
+                                     n=args["samples"], seed=args["seed"])
             for engine, generator in (("hf", hf), ("vllm", vllm)):
                 result["accuracy"][engine]["sampled"] = accuracy(
                     generator, records, arith_prompts, sampled, kind)
@@ -210,6 +210,7 @@ def arith_run(project: Path, questions: int) -> tuple[list[tuple[str, Path, Path
 @click.option("--questions", default=0, help="Arith test questions (0 = all).")
 @click.option("--samples", default=1, show_default=True,
               help="Sampled completions a question (arith accuracy; 0 = greedy only).")
+@click.option("--seed", default=0, show_default=True, help="The sampled completions' seed.")
 @click.option("--eager", is_flag=True, help="vLLM without torch.compile (starts faster).")
 @click.option("--kv-cache-gib", default=1.0, show_default=True)
 @click.option("--skip-smollm2", is_flag=True)
