@@ -72,9 +72,12 @@ class S3Server(ThreadedMotoServer):
         self._server_ready_event.set()
         self._server.serve_forever()
 
+    changes = 0  # starts and stops of any server: connections made before one are stale
+
     def start(self) -> None:
         super().start()
         self.running = True
+        S3Server.changes += 1
 
     def stop(self) -> None:
         if self.gate is not None:
@@ -82,6 +85,7 @@ class S3Server(ThreadedMotoServer):
         super().stop()
         self._server.server_close()
         self.running = False
+        S3Server.changes += 1
 
     @property
     def url(self) -> str:
