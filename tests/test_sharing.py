@@ -56,7 +56,9 @@ TARGETS = ("evaluate_it@it2",)
 WITH_DEPS = ("--with-deps", *TARGETS)
 # The loop in seconds: a model trained for seconds never answers right, so pairs are made by
 # any reward gap (require_outcome: false), as in tests/test_loop_stages.py.
-LOOP = {"simulate": {"k": 2, "max_paths": 0, "max_new_tokens": 16, "batch_size": 16},
+# SFT's accuracy probes are off (its curve is then empty): nothing here reads them.
+LOOP = {"sft": {"accuracy_every": 0.0, "stop_at_accuracy": 0.0},
+        "simulate": {"k": 2, "max_paths": 0, "max_new_tokens": 16, "batch_size": 16},
         "prm": {"epochs": 1, "batch_size": 8, "val_fraction": 0.25},
         "prefs": {"margin": 1e-9, "require_outcome": False},
         "align": {"max_steps": 2, "batch_size": 4, "logging_steps": 1},
