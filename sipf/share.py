@@ -24,7 +24,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,14 +140,29 @@ def _failed(action: str, remote: Remote, exc: BaseException,
                       "again to complete it")
 
 
-def reach(repo: Any, remote: Remote, action: str) -> None:
+class RemoteODBs:
+    """The remote's object database for each hash name, built once per command: DVC builds
+    a new filesystem for every `get_remote_odb` call, and with it a new S3 client, which reads
+    botocore's endpoint and service files (~0.2 s of CPU each; py-spy)."""
+
+    def __init__(self, repo: Any, remote: Remote) -> None:
+        self.repo, self.remote, self.built = repo, remote, {}
+
+    def __call__(self, hash_name: str) -> Any:
+        if hash_name not in self.built:
+            self.built[hash_name] = self.repo.cloud.get_remote_odb(self.remote.name,
+                                                                   hash_name=hash_name)
+        return self.built[hash_name]
+
+
+def reach(odbs: RemoteODBs, action: str) -> None:
     """One request to the remote: a ShareError if it cannot be reached or refuses the
     credentials, before anything is transferred."""
-    where = repo.cloud.get_remote(remote.name)
     try:
-        where.fs.exists(where.path)
+        odb = odbs("md5")
+        odb.fs.exists(odb.path)
     except _transfer_errors() as exc:
-        said = fault(exc, remote) or f"{remote}: {exc}"
+        said = fault(exc, odbs.remote) or f"{odbs.remote}: {exc}"
         raise ShareError(f"{action}: {said}; nothing was {action}ed") from exc
 
 
@@ -172,57 +187,72 @@ def needed(repo: Any, targets: Sequence[str], with_deps: bool) -> list[tuple[str
     return sorted(found.items())
 
 
-def missing_on_remote(repo: Any, remote: Remote, outs: list[tuple[str, Any]]) -> list[str]:
+def _present(odbs: RemoteODBs, wanted: dict[str, set[str]]) -> set[tuple[str, str]]:
+    """(hash name, oid) of the ``wanted`` objects (hash name -> oids) the remote holds, in
+    one query per hash name."""
+    return {(name, oid) for name, oids in wanted.items() if oids
+            for oid in odbs(name).oids_exist(sorted(oids))}
+
+
+def _listing(out: Any, odb: Any) -> list[dict] | None:
+    """A directory output's listing, from the local cache or else read from the remote
+    without storing it; None when neither has it."""
+    oid = out.hash_info.value
+    if out.cache.exists(oid):
+        return json.loads(out.cache.fs.cat_file(out.cache.oid_to_path(oid)))
+    try:
+        return json.loads(odb.fs.cat_file(odb.oid_to_path(oid)))
+    except FileNotFoundError:
+        return None
+
+
+def missing_on_remote(odbs: RemoteODBs, outs: list[tuple[str, Any]]) -> list[str]:
     """The outputs (a directory's files as ``dir/file``) whose objects are neither in the
     local cache nor on the remote. Reads a directory's listing from the remote without
     storing it: a pull refused here leaves the cache as it was."""
-    wanted: dict[str, list[str]] = {}  # oid -> the outputs it is
-    odbs: dict[str, Any] = {}
+    wanted: dict[tuple[str, str], list[str]] = {}  # (hash name, oid) -> the outputs it is
+    gone: list[str] = []  # directory outputs whose listing neither has
     for path, out in outs:
-        odb = repo.cloud.get_remote_odb(remote.name, hash_name=out.hash_name)
         oid = out.hash_info.value
         if out.hash_info.isdir:
-            if out.cache.exists(oid):
-                listing = json.loads(out.cache.fs.cat_file(out.cache.oid_to_path(oid)))
-            else:
-                try:
-                    listing = json.loads(odb.fs.cat_file(odb.oid_to_path(oid)))
-                except FileNotFoundError:
-                    wanted.setdefault(oid, []).append(path)
-                    odbs[oid] = None  # known missing
-                    continue
+            listing = _listing(out, odbs(out.hash_name))
+            if listing is None:
+                gone.append(path)
+                continue
             for entry in listing:
                 if not out.cache.exists(entry["md5"]):
-                    wanted.setdefault(entry["md5"], []).append(f"{path}/{entry['relpath']}")
-                    odbs.setdefault(entry["md5"], odb)
+                    wanted.setdefault((out.hash_name, entry["md5"]), []).append(
+                        f"{path}/{entry['relpath']}")
         elif not out.cache.exists(oid):
-            wanted.setdefault(oid, []).append(path)
-            odbs.setdefault(oid, odb)
-    by_odb: dict[int, tuple[Any, list[str]]] = {}
-    for oid, odb in odbs.items():
-        if odb is not None:
-            by_odb.setdefault(id(odb), (odb, []))[1].append(oid)
-    present = {oid for odb, oids in by_odb.values() for oid in odb.oids_exist(oids)}
-    return sorted(path for oid, paths in wanted.items() if oid not in present for path in paths)
+            wanted.setdefault((out.hash_name, oid), []).append(path)
+    by_name: dict[str, set[str]] = {}
+    for name, oid in wanted:
+        by_name.setdefault(name, set()).add(oid)
+    present = _present(odbs, by_name)
+    return sorted(gone + [path for key, paths in wanted.items() if key not in present
+                          for path in paths])
 
 
-def resend(repo: Any, remote: Remote, outs: list[tuple[str, Any]]) -> int:
+def resend(odbs: RemoteODBs, outs: list[tuple[str, Any]]) -> int:
     """Upload the objects of ``outs`` that the local cache has and the remote lacks, asking
     the remote for each (not DVC's index of it); how many were uploaded."""
-    sent = 0
-    for path, out in outs:
-        odb = repo.cloud.get_remote_odb(remote.name, hash_name=out.hash_name)
+    local: dict[tuple[str, str], Any] = {}  # (hash name, oid) -> the cache that has it
+    for _, out in outs:
         oids = [out.hash_info.value]
         if out.hash_info.isdir and out.cache.exists(oids[0]):
             listing = json.loads(out.cache.fs.cat_file(out.cache.oid_to_path(oids[0])))
             oids += [entry["md5"] for entry in listing]
-        local = [oid for oid in oids if out.cache.exists(oid)]
-        present = set(odb.oids_exist(local)) if local else set()
-        for oid in local:
-            if oid not in present:
-                odb.add(out.cache.oid_to_path(oid), out.cache.fs, oid)
-                sent += 1
-    return sent
+        for oid in oids:
+            if out.cache.exists(oid):
+                local.setdefault((out.hash_name, oid), out.cache)
+    by_name: dict[str, set[str]] = {}
+    for name, oid in local:
+        by_name.setdefault(name, set()).add(oid)
+    present = _present(odbs, by_name)
+    for (name, oid), cache in sorted(local.items()):
+        if (name, oid) not in present:
+            odbs(name).add(cache.oid_to_path(oid), cache.fs, oid)
+    return len(local) - len(present)
 
 
 def _listed(paths: list[str]) -> str:
@@ -230,15 +260,31 @@ def _listed(paths: list[str]) -> str:
     return ", ".join(paths[:SHOWN]) + more
 
 
+@contextmanager
+def opened(action: str) -> Iterator[Any]:
+    """The DVC repository of the current directory, locked for the whole command as DVC's
+    own commands lock it: DVC then reads dvc.yaml, dvc.lock and params.yaml into its index
+    once for the command, not again in each step (its `push` and `pull` drop the index
+    when they take the lock, and again when they release it)."""
+    from dvc.lock import LockError
+    from dvc.repo import Repo, lock_repo
+
+    with Repo() as repo, ExitStack() as stack:
+        try:
+            stack.enter_context(lock_repo(repo))
+        except LockError as exc:
+            raise ShareError(f"{action}: {exc}") from exc
+        yield repo
+
+
 def push(targets: Sequence[str] = (), remote: str | None = None, with_deps: bool = False) -> str:
     """Push the targets' outputs (every output without targets; paths relative to the
     current directory, in a DVC repository), the run cache and the outputs its entries
     restore; the summary line, or a ShareError."""
-    from dvc.repo import Repo
-
-    with Repo() as repo, dvc_log() as records:
+    with opened("push") as repo, dvc_log() as records:
         where = remote_named(repo.config, remote)
-        reach(repo, where, "push")
+        odbs = RemoteODBs(repo, where)
+        reach(odbs, "push")
         try:
             pushed = repo.push(list(targets) or None, remote=where.name, with_deps=with_deps,
                                run_cache=True)
@@ -246,7 +292,7 @@ def push(targets: Sequence[str] = (), remote: str | None = None, with_deps: bool
             # Objects deleted from the remote since an earlier push: `repo.push` (and
             # DataCloud.push) trusted DVC's index of what the remote holds and left them
             # unsent (measured); asked of the remote itself, they are uploaded here.
-            pushed += resend(repo, where, needed(repo, targets, with_deps))
+            pushed += resend(odbs, needed(repo, targets, with_deps))
             failed = 0
             for objs in repo.stage_cache.get_used_objs(entries).values():
                 result = repo.cloud.push(objs, remote=where.name)
@@ -264,13 +310,12 @@ def pull(targets: Sequence[str] = (), remote: str | None = None, with_deps: bool
          run_cache: bool = True) -> str:
     """Pull the targets' outputs (every output without targets) and the run cache, once the
     remote is known to hold every object they need; the summary line, or a ShareError."""
-    from dvc.repo import Repo
-
-    with Repo() as repo, dvc_log() as records:
+    with opened("pull") as repo, dvc_log() as records:
         where = remote_named(repo.config, remote)
-        reach(repo, where, "pull")
+        odbs = RemoteODBs(repo, where)
+        reach(odbs, "pull")
         try:
-            lost = missing_on_remote(repo, where, needed(repo, targets, with_deps))
+            lost = missing_on_remote(odbs, needed(repo, targets, with_deps))
         except _transfer_errors() as exc:
             raise _failed("pull", where, exc, records) from exc
         if lost:

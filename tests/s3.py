@@ -3,8 +3,8 @@ DVC's own S3 plugin uses in its test fixtures, plus what the fault tests need: s
 restarting it on the same port (its buckets live in this process and survive), IAM
 authentication switched on, and uploads held after the first N so a push can be killed halfway.
 
-DVC runs as a subprocess and reaches the server over HTTP, like any S3 client; nothing of DVC
-is mocked."""
+DVC reaches the server over HTTP, like any S3 client; nothing of DVC is mocked. Buckets can
+be emptied and copied on the server, so tests can share one push and start from its state."""
 
 from __future__ import annotations
 
@@ -72,9 +72,12 @@ class S3Server(ThreadedMotoServer):
         self._server_ready_event.set()
         self._server.serve_forever()
 
+    changes = 0  # starts and stops of any server: connections made before one are stale
+
     def start(self) -> None:
         super().start()
         self.running = True
+        S3Server.changes += 1
 
     def stop(self) -> None:
         if self.gate is not None:
@@ -82,6 +85,7 @@ class S3Server(ThreadedMotoServer):
         super().stop()
         self._server.server_close()
         self.running = False
+        S3Server.changes += 1
 
     @property
     def url(self) -> str:
@@ -97,6 +101,10 @@ class S3Server(ThreadedMotoServer):
     def reset(self) -> None:
         """Every bucket and IAM user gone, authentication off, no upload held."""
         self._post("/moto-api/reset")
+        self.auth_off()
+
+    def auth_off(self) -> None:
+        """Authentication off (any key pair works again), no upload held; buckets kept."""
         self._post("/moto-api/reset-auth", b"inf")
         self.gate.allow, self.gate.passed = None, 0
         self.gate.held.clear()
@@ -139,3 +147,28 @@ class S3Server(ThreadedMotoServer):
         for page in self.client("s3", key_id, secret).get_paginator("list_objects_v2").paginate(Bucket=bucket):
             found.update({item["Key"]: item["Size"] for item in page.get("Contents", [])})
         return found
+
+    def objects(self, bucket: str) -> dict[str, str]:
+        """Every object of ``bucket``: key -> ETag (its MD5)."""
+        found: dict[str, str] = {}
+        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            found.update({item["Key"]: item["ETag"] for item in page.get("Contents", [])})
+        return found
+
+    def empty(self, bucket: str) -> None:
+        """Every object of ``bucket`` deleted (the bucket stays)."""
+        keys = [{"Key": key} for key in self.objects(bucket)]
+        for start in range(0, len(keys), 1000):  # S3 deletes at most 1000 keys a request
+            self.client().delete_objects(Bucket=bucket, Delete={"Objects": keys[start:start + 1000]})
+
+    def mirror(self, source: str, bucket: str) -> None:
+        """``bucket`` made to hold exactly ``source``'s objects, copied on the server (no
+        bytes through the client); objects already equal are left alone."""
+        want, have = self.objects(source), self.objects(bucket)
+        client = self.client()
+        extra = [{"Key": key} for key in have if key not in want]
+        if extra:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": extra})
+        for key, etag in want.items():
+            if have.get(key) != etag:
+                client.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": source, "Key": key})

@@ -1,17 +1,17 @@
 """Sharing a run through an S3 remote: a colleague reuses it instead of recomputing it.
 
 Two clones of one git repository (a bare git remote in a temp dir) and an S3 remote served
-by moto on 127.0.0.1 (tests/s3.py), one server per module whose state is reset before each
-test. A runs the tiny pipeline through iteration 2's adapter and its evaluation once per
-module, and an experiment (``or_weight=1.0``) of iteration 1's adapter; each test starts from
-an empty bucket, so A pushes again.
+by moto on 127.0.0.1 (tests/s3.py), one server per module. A runs the tiny pipeline through
+iteration 2's adapter and its evaluation, and an experiment (``or_weight=1.0``) of iteration
+1's adapter, and pushes, once per module; a copy of that bucket made on the server restores it
+before each test, so every test starts from A's push whatever ran before it (the fault tests
+empty the bucket or delete objects from it).
 
 For speed everything runs in this process: DVC's own CLI (`dvc.cli.main`), the sharing
 commands (`python -m sipf.share`, through click's runner) and the stage commands DVC starts
 (`sipf ...`, run by `sipf.cli` here instead of a new Python that imports torch for each).
 Nothing of DVC is mocked but the line that starts a stage's process; S3 is reached over HTTP.
-The killed push runs `python -m sipf.share push` as a real process, to kill it, and the
-push with the remote down once more as a process, for what a user sees on stderr.
+The killed push runs `python -m sipf.share push` as a real process, to kill it.
 
 The faults (remote down before and during a push, and during a pull; bad credentials on push
 and pull; objects missing on the remote; a push killed halfway) each give one line naming
@@ -46,6 +46,7 @@ from tests.s3 import KEY_ID, REGION, SECRET, S3Server  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET, REMOTE = "sipf", "shared"
+PUSHED = "sipf-pushed"  # A's push, kept on the server: each test starts from it
 URL = f"s3://{BUCKET}/store"
 # The smallest run with iteration 2's adapter and an evaluation of it (the adapter test
 # compares B's evaluation with A's); iteration 1's evaluation and the controls are left out.
@@ -55,7 +56,9 @@ TARGETS = ("evaluate_it@it2",)
 WITH_DEPS = ("--with-deps", *TARGETS)
 # The loop in seconds: a model trained for seconds never answers right, so pairs are made by
 # any reward gap (require_outcome: false), as in tests/test_loop_stages.py.
-LOOP = {"simulate": {"k": 2, "max_paths": 0, "max_new_tokens": 16, "batch_size": 16},
+# SFT's accuracy probes are off (its curve is then empty): nothing here reads them.
+LOOP = {"sft": {"accuracy_every": 0.0, "stop_at_accuracy": 0.0},
+        "simulate": {"k": 2, "max_paths": 0, "max_new_tokens": 16, "batch_size": 16},
         "prm": {"epochs": 1, "batch_size": 8, "val_fraction": 0.25},
         "prefs": {"margin": 1e-9, "require_outcome": False},
         "align": {"max_steps": 2, "batch_size": 4, "logging_steps": 1},
@@ -220,18 +223,32 @@ def s3_server(env):
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def published(team, s3_server):
+    """A's push of the run (its outputs, the run cache and the outputs the entries restore)
+    to an empty bucket, once per module, copied on the server to PUSHED; the push's line and
+    every object it left on the remote (key -> MD5)."""
+    s3_server.reset()
+    for bucket in (BUCKET, PUSHED):
+        s3_server.client().create_bucket(Bucket=bucket)
+    line = shared("push", *WITH_DEPS, cwd=team["a"])
+    s3_server.mirror(BUCKET, PUSHED)
+    return {"line": line, "objects": s3_server.objects(PUSHED)}
+
+
 @pytest.fixture()
-def s3(s3_server):
-    """The server with an empty bucket: state reset before every test, as DVC's S3 plugin
-    does in its fixtures, and the server up again after a test that stopped it."""
+def s3(s3_server, published):
+    """The server up, authentication off, and the bucket holding exactly A's push: restored
+    from PUSHED on the server before every test (state reset between tests, as DVC's S3
+    plugin does in its fixtures), and the server up again after a test that stopped it."""
     if not s3_server.running:
         s3_server.start()
-    s3_server.reset()
-    s3_server.client().create_bucket(Bucket=BUCKET)
+    s3_server.auth_off()
+    s3_server.mirror(PUSHED, BUCKET)
     yield s3_server
     if not s3_server.running:
         s3_server.start()
-    s3_server.reset()
+    s3_server.auth_off()
 
 
 @pytest.fixture(scope="module")
@@ -300,11 +317,11 @@ def test_a_runs_the_loop_through_iteration_2(team):
     assert team["exp_ran"] == ["inputs", "align@it1"]
 
 
-def test_b_pulls_every_output_and_repro_runs_no_stage(team, s3):
-    a = team["a"]
-    pushed = shared("push", *WITH_DEPS, cwd=a)
+def test_b_pulls_every_output_and_repro_runs_no_stage(team, s3, published):
+    pushed = published["line"]  # A's push to the empty bucket
     assert re.fullmatch(rf"\d+ files pushed to {re.escape(where(s3))} \(\d+ run-cache entries\)\n",
                         pushed), pushed
+    assert int(pushed.split()[0]) > 25
     assert any(key.startswith("store/runs/") for key in s3.keys(BUCKET))  # the run cache
 
     b = clone(team, "b")
@@ -320,7 +337,6 @@ def test_b_pulls_only_iteration_2s_adapter_and_evaluates_it_to_a_s_metrics(team,
     from tests.helpers import run as sipf
 
     a = team["a"]
-    shared("push", *WITH_DEPS, cwd=a)
     b = clone(team, "b-adapter")
     # The adapter, the model it is a LoRA of (models/it2/policy/parent.json), the base model
     # directory (its tokenizer) and the questions.
@@ -361,7 +377,6 @@ def test_b_flips_a_param_to_a_run_of_a_and_back_from_the_run_cache(team, s3):
     from the remote without recomputing (`dvc repro --pull` fetches what an entry restores,
     which `push` put there)."""
     a = team["a"]
-    shared("push", *WITH_DEPS, cwd=a)
     b = clone(team, "b-runcache")
     shared("pull", *WITH_DEPS, cwd=b)  # with the run cache
     params = (b / "params.yaml").read_text()
@@ -391,29 +406,26 @@ def test_an_experiment_travels_through_git_and_the_remote(team, s3):
 
 # ---- faults: one line, exit status 1, nothing changed, a retry completes -------------------
 
-def test_push_while_the_remote_is_down_then_again(team, s3):
+def test_push_while_the_remote_is_down_then_again(team, s3, published):
     a = team["a"]
+    s3.empty(BUCKET)
     before = snapshot(a)
     s3.stop()
     failed = share("push", *WITH_DEPS, cwd=a)
-    line = f"error: push: cannot reach {where(s3)}; nothing was pushed\n"
-    assert (failed.exit_code, failed.output) == (1, line)
-    # The same as a process: that one line on stderr, nothing on stdout.
-    done = subprocess.run([sys.executable, "-m", "sipf.share", "push", *WITH_DEPS], cwd=a,
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert (done.returncode, done.stdout, done.stderr) == (1, "", line)
+    # That one line on stderr, nothing on stdout.
+    assert (failed.exit_code, failed.stdout, failed.stderr) == (
+        1, "", f"error: push: cannot reach {where(s3)}; nothing was pushed\n")
     assert snapshot(a) == before
     s3.start()
+    assert s3.objects(BUCKET) == {}
     shared("push", *WITH_DEPS, cwd=a)
-    from dvc.repo import Repo
-
-    with inside(a), Repo() as repo:
-        assert repo.status(list(TARGETS), cloud=True, with_deps=True) == {}  # all on the remote
+    assert s3.objects(BUCKET) == published["objects"]  # all of A's push, as pushed at first
     assert snapshot(a) == before
 
 
-def test_the_remote_goes_down_during_a_push_then_again(team, s3):
+def test_the_remote_goes_down_during_a_push_then_again(team, s3, published):
     a = team["a"]
+    s3.empty(BUCKET)
     before = snapshot(a)
     results: list = []
     with s3.uploads_held_after(10) as gate:
@@ -427,15 +439,12 @@ def test_the_remote_goes_down_during_a_push_then_again(team, s3):
         1, f"error: push: cannot reach {where(s3)} midway; run the push again to complete it\n")
     assert snapshot(a) == before
     s3.start()
+    assert len(s3.objects(BUCKET)) == 10
     shared("push", *WITH_DEPS, cwd=a)
-    b = clone(team, "b-down-push")
-    shared("pull", *WITH_DEPS, cwd=b)
-    assert all_match(b)
+    assert s3.objects(BUCKET) == published["objects"]  # all of A's push, as pushed at first
 
 
 def test_pull_while_the_remote_is_down_then_again(team, s3):
-    a = team["a"]
-    shared("push", *WITH_DEPS, cwd=a)
     b = clone(team, "b-down")
     before = snapshot(b)
     s3.stop()
@@ -448,8 +457,9 @@ def test_pull_while_the_remote_is_down_then_again(team, s3):
     assert all_match(b)
 
 
-def test_bad_credentials(team, s3, monkeypatch):
+def test_bad_credentials(team, s3, published, monkeypatch):
     a = team["a"]
+    s3.empty(BUCKET)
     key_id, secret = s3.iam_user(BUCKET)  # authentication on: only this key pair works
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
@@ -465,6 +475,7 @@ def test_bad_credentials(team, s3, monkeypatch):
     assert s3.keys(BUCKET, key_id, secret) == {}
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     shared("push", *WITH_DEPS, cwd=a)
+    assert s3.keys(BUCKET, key_id, secret).keys() == published["objects"].keys()
     shared("pull", *WITH_DEPS, cwd=b)
     assert all_match(b)
 
@@ -473,7 +484,6 @@ def test_objects_missing_on_the_remote(team, s3):
     """A file output and one file of a directory output deleted from the remote: the pull
     names both and fetches nothing (a directory's listing is read, not stored)."""
     a = team["a"]
-    shared("push", *WITH_DEPS, cwd=a)
     gone = ("data/predictions/it2.parquet", "models/it2/policy/adapter_model.safetensors")
     for path in gone:
         oid = md5(a / path)
@@ -493,8 +503,9 @@ def test_objects_missing_on_the_remote(team, s3):
     assert all_match(b)
 
 
-def test_a_push_killed_halfway_then_run_again(team, s3):
+def test_a_push_killed_halfway_then_run_again(team, s3, published):
     a = team["a"]
+    s3.empty(BUCKET)
     before = snapshot(a)
     with s3.uploads_held_after(10) as gate:
         push = subprocess.Popen([sys.executable, "-m", "sipf.share", "push", *WITH_DEPS], cwd=a,
@@ -512,6 +523,7 @@ def test_a_push_killed_halfway_then_run_again(team, s3):
     shared("push", *WITH_DEPS, cwd=a)
     everything = s3.keys(BUCKET)
     assert set(halfway) < set(everything)
+    assert s3.objects(BUCKET) == published["objects"]
     assert snapshot(a) == before
     b = clone(team, "b-killed")
     shared("pull", *WITH_DEPS, cwd=b)
