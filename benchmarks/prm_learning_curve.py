@@ -152,19 +152,34 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, out: str) ->
                                 model_dir, model_cfg=params.model)
             train_s = time.perf_counter() - started
             model, prm_tokenizer = load_prm(model_dir)
-            scores = score_steps(model, prm_tokenizer, [records[q].question for q in questions],
-                                 steps, batch_size=cfg.batch_size, prompt_style=style)
-            report = reward_report(questions, outcomes, scores,
-                                   [aggregate(s, cfg.aggregate) for s in scores],
+            held = [{"question": records[q].question, "steps": s} for q, s in zip(questions, steps)]
+            report = reward_report(questions, outcomes,
+                                   *_scored(model, prm_tokenizer, held, cfg, style),
                                    cfg.aggregate, oracle=truth)
+            # the same PRM on its own training paths: if it cannot fit them either, the
+            # fault is the head or the code, not too few labels
+            fit = reward_report([r["question_id"] for r in rows],
+                                [bool(p["outcome"]) for p in by_size[n]],
+                                *_scored(model, prm_tokenizer, rows, cfg, style),
+                                cfg.aggregate, oracle=[oracle(p) for p in by_size[n]])
             point = {"source": source, "paths": len(rows),
                      "questions": len({r["question_id"] for r in rows}),
                      "best_epoch": metrics["best_epoch"], "train_s": round(train_s, 1),
-                     **{c: report[c] for c in COLUMNS}}
+                     **{c: report[c] for c in COLUMNS},
+                     "fit": {c: fit[c] for c in COLUMNS}}
             results["curve"].append(point)
             click.echo(json.dumps(point), err=True)
             (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     click.echo(table(results))
+
+
+def _scored(model: Any, tokenizer: Any, rows: list[dict], cfg: Any, style: str | None
+            ) -> tuple[list[list[float]], list[float]]:
+    """Step scores of ``rows`` ({question, steps}) and their path rewards."""
+    scores = score_steps(model, tokenizer, [r["question"] for r in rows],
+                         [list(r["steps"]) for r in rows], batch_size=cfg.batch_size,
+                         prompt_style=style)
+    return scores, [aggregate(s, cfg.aggregate) for s in scores]
 
 
 def table(results: dict[str, Any]) -> str:
@@ -173,13 +188,16 @@ def table(results: dict[str, Any]) -> str:
         return "–" if value is None else f"{100 * value:.1f}"
 
     lines = ["| PRM | labelled paths (questions) | step AUC within (q, index) | step AUC | "
-             "right above wrong | train s |", "|---|---|---|---|---|---|"]
+             "right above wrong | on its training paths: AUC within, right above wrong | "
+             "train s |", "|---|---|---|---|---|---|---|"]
     for p in results["curve"]:
         lines.append(f"| trained, {p['source']} labels | {p['paths']} ({p['questions']}) | "
-                     + " | ".join(cell(p[c]) for c in COLUMNS) + f" | {p['train_s']} |")
+                     + " | ".join(cell(p[c]) for c in COLUMNS) + " | "
+                     + (f"{cell(p['fit'][COLUMNS[0]])}, {cell(p['fit'][COLUMNS[2]])}"
+                        if "fit" in p else "–") + f" | {p['train_s']} |")
     for name, r in results["baselines"].items():
         lines.append(f"| {name} (untrained) | – | "
-                     + " | ".join(cell(r.get(c)) for c in COLUMNS) + " | – |")
+                     + " | ".join(cell(r.get(c)) for c in COLUMNS) + " | – | – |")
     return "\n".join(lines)
 
 
