@@ -450,6 +450,9 @@ def test_likelihood_kind_writes_a_marker_without_weights(tmp_path: Path) -> None
                         tmp_path / "prm", live_dir=tmp_path / "live")
     assert metrics["kind"] == "likelihood" and metrics["train_steps"] == 0
     assert sorted(p.name for p in (tmp_path / "prm").iterdir()) == ["prm.json"]
+    # dvc.yaml declares the curves as train_prm's plots output: there, with no point
+    curve = tmp_path / "live" / "plots" / "metrics" / "val_step_accuracy.tsv"
+    assert curve.read_text() == "step\tval_step_accuracy\n"
     meta = read_meta(tmp_path / "prm")
     assert meta["prm_kind"] == "likelihood" and meta["config"]["likelihood"] == "mean"
     with pytest.raises(ConfigError, match="likelihood PRM has no weights"):

@@ -646,5 +646,10 @@ def _save_likelihood_marker(out_dir: str | Path, backbone_dir: str | Path, cfg: 
     if live is not None:
         live.summary.update(kind="likelihood", best_epoch=None, best_val_step_accuracy=None)
         live.end()
+        # dvc.yaml declares the PRM's curves as an output: nothing was trained, so the
+        # curve is there with its header and no point (DVC fails on a missing output)
+        curves = Path(live_dir) / "plots" / "metrics"
+        curves.mkdir(parents=True, exist_ok=True)
+        (curves / "val_step_accuracy.tsv").write_text("step\tval_step_accuracy\n")
     return {"kind": "likelihood", "likelihood": cfg.likelihood, "best_epoch": None,
             "val_step_accuracy": None, "train_steps": 0, "per_epoch": []}

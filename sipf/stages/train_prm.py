@@ -51,7 +51,11 @@ def main(stage: LoopStage) -> None:
         metrics = train_prm(backbone, load_tokenizer(layout.BASE), examples, cfg, it.prm,
                             live_dir=live_dir, model_cfg=params.model)
     write_json(metrics, it.stage_metrics("prm"))
-    accuracy = metrics["val_step_accuracy"]
-    stage.say(f"{cfg.kind} PRM on {len(examples)} paths: best epoch {metrics['best_epoch']}, "
-              "held-out step accuracy "
-              + ("n/a" if accuracy is None else f"{accuracy:.1%}"))
+    if cfg.kind == "likelihood":
+        stage.say(f"likelihood PRM ({cfg.likelihood}): nothing trained; score reads the "
+                  "policy's own token probabilities")
+    else:
+        accuracy = metrics["val_step_accuracy"]
+        stage.say(f"{cfg.kind} PRM on {len(examples)} paths: best epoch "
+                  f"{metrics['best_epoch']}, held-out step accuracy "
+                  + ("n/a" if accuracy is None else f"{accuracy:.1%}"))
