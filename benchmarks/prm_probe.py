@@ -33,7 +33,8 @@ from prm_learning_curve import split  # same held-out questions as the learning 
 from sipf import layout
 from sipf.config import load_params, prm_prompt_style
 from sipf.models import load_policy, load_simulator, load_tokenizer
-from sipf.pipeline.prm import closing_token_positions, format_path, likelihood_step_scores
+from sipf.pipeline.prm import (closing_token_positions, format_path,
+                               likelihood_step_scores, step_tokens)
 from sipf.pipeline.reward_metrics import grouped_auc
 from sipf.stages.common import read_rows, train_records_by_id
 from sipf.tasks import arith
@@ -50,8 +51,7 @@ def states(model, tokenizer, text: str, closing: list[int], spans: list[tuple[in
     stack = torch.stack([h[0] for h in hidden], dim=1)  # [tokens, layers, width]
     last_digit = []
     for (begin, end), close in zip(spans, positions):
-        digits = [t for t, (a, b) in enumerate(encoding["offset_mapping"])
-                  if a < end and b > begin and any(c.isdigit() for c in text[a:b])]
+        _, digits = step_tokens(encoding["offset_mapping"], text, begin, end)
         last_digit.append(digits[-1] if digits else close)
     return stack[positions].float(), stack[last_digit].float()
 

@@ -302,9 +302,7 @@ def likelihood_step_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenize
         scores, begin = [], 0
         for step in steps:
             end = begin + len(step)
-            inside = [t for t, (a, b) in enumerate(offsets) if a < end and b > begin]
-            digits = [t for t in inside if any(c.isdigit() for c in completion[offsets[t][0]:
-                                                                               offsets[t][1]])]
+            inside, digits = step_tokens(offsets, completion, begin, end)
             chosen = logp[digits if reduce == "min_digit" and digits else inside]
             if not chosen.numel():
                 scores.append(1.0)
@@ -313,6 +311,15 @@ def likelihood_step_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenize
             begin = end + 1  # past the newline
         out.append(scores)
     return out
+
+
+def step_tokens(offsets: Sequence[tuple[int, int]], text: str, begin: int, end: int
+                ) -> tuple[list[int], list[int]]:
+    """The tokens (by their character ``offsets`` in ``text``) overlapping the step
+    ``text[begin:end]``, and those of them holding a digit."""
+    inside = [t for t, (a, b) in enumerate(offsets) if a < end and b > begin]
+    return inside, [t for t in inside
+                    if any(c.isdigit() for c in text[offsets[t][0]:offsets[t][1]])]
 
 
 def aggregate(scores: Sequence[float], how: str) -> float:
