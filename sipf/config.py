@@ -465,8 +465,10 @@ class SimulateConfig:
                              "left to get there). Its row then has k = the rollouts drawn and "
                              "soft = n_correct / k, a fraction of a sample stopped at a "
                              "success (it leans high), not of simulate.k. On by default: the same "
-                             "hard labels for 0.64x the rollouts (benchmarks/simulation_cost.py); "
-                             "off is the paper's naive labeller, the reference.", True)
+                             "hard labels for 0.64x the rollouts on an unfiltered pool "
+                             "(benchmarks/simulation_cost.py), 0.44x at the defaults "
+                             "(docs/findings.md); off is the paper's naive labeller, the "
+                             "reference.", True)
     search: str = _help("Which step prefixes to roll out: 'all' (every step's, the paper), or "
                         "only those a search for the path's first wrong step visits, assuming "
                         "the steps before it right and those from it on wrong: 'binary' "
