@@ -41,7 +41,7 @@ from sipf.pipeline.prm import (aggregate, build_examples, likelihood_step_scores
 from sipf.pipeline.reward_metrics import reward_report
 from sipf.pipeline.simulation import select_paths, simulate
 from sipf.stages.common import read_rows, seed_everything, train_records_by_id
-from sipf.storage import read_parquet, write_parquet
+from sipf.storage import read_parquet, write_json, write_parquet
 from sipf.tasks import arith
 from sipf.tasks.registry import task_named
 
@@ -169,7 +169,7 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, out: str) ->
                      "fit": {c: fit[c] for c in COLUMNS}}
             results["curve"].append(point)
             click.echo(json.dumps(point), err=True)
-            (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+            write_json(results, directory / "results.json")  # atomic: rewritten each PRM
     click.echo(table(results))
 
 

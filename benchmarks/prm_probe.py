@@ -21,10 +21,8 @@ the state the heads read. Run in the same project as prm_learning_curve.py:
 
 from __future__ import annotations
 
-import json
 import math
 import random
-from pathlib import Path
 
 import click
 import torch
@@ -37,6 +35,7 @@ from sipf.pipeline.prm import (closing_token_positions, format_path,
                                likelihood_step_scores, step_tokens)
 from sipf.pipeline.reward_metrics import grouped_auc
 from sipf.stages.common import read_rows, train_records_by_id
+from sipf.storage import write_json
 from sipf.tasks import arith
 
 
@@ -139,7 +138,7 @@ def main(held_out: int, backbone: str, train_paths: int, out: str) -> None:
             "within_auc_test": grouped_auc(scores.tolist(), [v > 0.5 for v in te["y"]], te["group"]),
             "within_auc_train": grouped_auc(fit.tolist(), [v > 0.5 for v in tr["y"]], tr["group"])}
         click.echo(f"{name}: {results['probes'][name]}", err=True)
-    Path(out).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(results, out)
     click.echo("| probe on frozen M0 | step AUC within (q, index), held out | on its training steps |")
     click.echo("|---|---|---|")
     for name, r in results["probes"].items():
