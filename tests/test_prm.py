@@ -218,7 +218,7 @@ def test_score_steps_shapes_and_empty_paths(trained: dict) -> None:
 def test_lora_prm_saves_adapter_with_head_and_is_deterministic(tmp_path: Path) -> None:
     tokenizer = _tiny_backbone(tmp_path / "backbone")
     rows = _rows(6)
-    cfg = PrmConfig(epochs=1, batch_size=4, lora=True, val_fraction=0.3)
+    cfg = PrmConfig(kind="classifier", epochs=1, batch_size=4, lora=True, val_fraction=0.3)
     runs = [train_prm(tmp_path / "backbone", tokenizer, build_examples(rows), cfg,
                       tmp_path / f"prm{i}") for i in range(2)]
     assert runs[0] == runs[1]
@@ -243,7 +243,8 @@ def test_single_question_trains_without_validation(tmp_path: Path) -> None:
     assert metrics["best_epoch"] == 2 and (tmp_path / "prm" / "prm.json").is_file()
 
 
-def test_a_lora_policy_backbone_is_merged_and_fully_trained(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["classifier", "lm_tokens"])
+def test_a_lora_policy_backbone_is_merged_and_fully_trained(tmp_path: Path, kind: str) -> None:
     """Iteration k >= 2: the PRM starts from M_{k-1}, a LoRA adapter on M0."""
     from peft import LoraConfig, get_peft_model
 
@@ -251,13 +252,14 @@ def test_a_lora_policy_backbone_is_merged_and_fully_trained(tmp_path: Path) -> N
     policy = get_peft_model(AutoModelForCausalLM.from_pretrained(tmp_path / "m0"),
                             LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
     save_policy(policy, tokenizer, tmp_path / "adapter", parent=tmp_path / "m0")
-    cfg = PrmConfig(epochs=1, learning_rate=1e-2, batch_size=8, val_fraction=0.2)
+    cfg = PrmConfig(kind=kind, epochs=1, learning_rate=1e-2, batch_size=8, val_fraction=0.2)
     metrics = train_prm(tmp_path / "adapter", tokenizer, build_examples(_rows(8)), cfg,
                         tmp_path / "prm")
     assert metrics["train_steps"] >= 1
     before = AutoModelForCausalLM.from_pretrained(tmp_path / "m0").model.embed_tokens.weight
     after, _ = load_prm(tmp_path / "prm")
-    assert not torch.equal(before, after.model.embed_tokens.weight)  # the backbone trained too
+    backbone = after.lm if kind == "lm_tokens" else after
+    assert not torch.equal(before, backbone.model.embed_tokens.weight)  # it trained too
 
 
 # ----------------------------------------------------------------------------- loading

@@ -40,6 +40,8 @@ from sipf.distributed import is_main, sum_across, world_size
 from sipf.errors import ConfigError, DataError
 from sipf.models import (ADAPTER_CONFIG, PARENT_FILE, attach_lora, base_location, load_weights,
                          resolve_source, save_weights)
+from sipf.pipeline.token_prm import (NO_STEP, TokenPrm, encode_example, encode_steps,
+                                     fit_calibration, step_tokens)
 from sipf.pipeline.training import live_run, training_args
 from sipf.storage import atomic_path
 from sipf.tasks.prompts import format_prompt
@@ -80,8 +82,8 @@ def join_steps(prefix: str, steps: Sequence[str]) -> tuple[str, list[int]]:
 def build_examples(rows: Sequence[dict[str, Any]],
                    prompt_style: str | None = None) -> list[dict[str, Any]]:
     """Simulation rows ``{question_id, question, steps, labels}`` -> PRM examples
-    ``{question_id, text, closing, labels}`` (``closing``, ``prompt_style``: see
-    :func:`format_path`)."""
+    ``{question_id, text, closing, labels, prefix, steps}`` (``closing``, ``prompt_style``:
+    see :func:`format_path`; kind lm_tokens reads ``prefix`` and ``steps``)."""
     examples = []
     for number, row in enumerate(rows, start=1):
         steps, labels = list(row["steps"]), [float(x) for x in row["labels"]]
@@ -91,9 +93,10 @@ def build_examples(rows: Sequence[dict[str, Any]],
         if any(not 0.0 <= x <= 1.0 for x in labels):
             raise DataError(f"labels must lie in [0, 1], got {labels}", row=number,
                             field="labels")
-        text, closing = format_path(row["question"], steps, prompt_style)
+        prefix = path_prefix(row["question"], prompt_style)
+        text, closing = join_steps(prefix, steps)
         examples.append({"question_id": row["question_id"], "text": text, "closing": closing,
-                         "labels": labels})
+                         "labels": labels, "prefix": prefix, "steps": steps})
     return examples
 
 
@@ -154,6 +157,8 @@ class PrmCollator:
                  "attention_mask": torch.tensor([[1] * len(f["input_ids"]) +
                                                  [0] * (width - len(f["input_ids"]))
                                                  for f in features], dtype=torch.long)}
+        if "token_step" in features[0]:  # kind lm_tokens
+            batch["token_step"] = pad("token_step", NO_STEP, torch.long)
         if "target" in features[0]:
             batch["target"] = pad("target", 0.0, torch.float32)
             batch["mask"] = pad("mask", False, torch.bool)
@@ -189,19 +194,22 @@ def prm_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
 
 
 @torch.inference_mode()
-def _probabilities(model: PreTrainedModel, ids: list[list[int]], positions: list[list[int]],
-                   batch_size: int, pad_token_id: int) -> list[list[float]]:
-    """P(correct) at ``positions`` of each sequence; longest first, so padding stays small
-    and an out-of-memory error shows up in the first batch."""
+def _probabilities(model: torch.nn.Module, features: list[dict[str, list]],
+                   positions: list[list[int]], batch_size: int, pad_token_id: int
+                   ) -> list[list[float]]:
+    """P(correct) at ``positions`` of each of ``features`` (``input_ids``, and
+    ``token_step`` for kind lm_tokens, whose positions are step indices); longest first, so
+    padding stays small and an out-of-memory error shows up in the first batch."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     collate = PrmCollator(pad_token_id)
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-    out: list[list[float]] = [[] for _ in ids]
+    inputs = [{k: v for k, v in f.items() if k in ("input_ids", "token_step")} for f in features]
+    order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]["input_ids"]))
+    out: list[list[float]] = [[] for _ in inputs]
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        batch = collate([{"input_ids": ids[i]} for i in chunk])
+        batch = collate([inputs[i] for i in chunk])
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
         probs = torch.softmax(logits.float(), dim=-1)[..., 1].cpu()
         for row, i in enumerate(chunk):
@@ -210,23 +218,30 @@ def _probabilities(model: PreTrainedModel, ids: list[list[int]], positions: list
     return out
 
 
-def score_steps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+def score_steps(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
                 questions: Sequence[str], paths: Sequence[Sequence[str]],
                 batch_size: int = 16, prompt_style: str | None = None) -> list[list[float]]:
-    """ĉ_j = P(correct | q, s_1..s_j) for every step of every path.
+    """ĉ_j = P(correct | q, s_1..s_j) for every step of every path, by a PRM of any trained
+    kind (what :func:`load_prm` returns).
 
     Nothing is truncated, so every step gets a score; sampled paths are bounded by the
     policy's max_new_tokens, which keeps them within the backbone's context.
     """
     if len(questions) != len(paths):
         raise ValueError(f"{len(questions)} questions but {len(paths)} paths")
-    ids, positions = [], []
+    features, positions = [], []
     for question, steps in zip(questions, paths):
-        tokens, closing = closing_token_positions(tokenizer,
-                                                  *format_path(question, steps, prompt_style))
-        ids.append(tokens)
-        positions.append(closing)
-    return _probabilities(model, ids, positions, batch_size, _pad_id(tokenizer))
+        if isinstance(model, TokenPrm):
+            ids, token_step = encode_steps(tokenizer, path_prefix(question, prompt_style),
+                                           steps, model.reduce)
+            features.append({"input_ids": ids, "token_step": token_step})
+            positions.append(list(range(len(steps))))
+        else:
+            ids, closing = closing_token_positions(tokenizer,
+                                                   *format_path(question, steps, prompt_style))
+            features.append({"input_ids": ids})
+            positions.append(closing)
+    return _probabilities(model, features, positions, batch_size, _pad_id(tokenizer))
 
 
 @torch.inference_mode()
@@ -311,15 +326,6 @@ def likelihood_step_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenize
             begin = end + 1  # past the newline
         out.append(scores)
     return out
-
-
-def step_tokens(offsets: Sequence[tuple[int, int]], text: str, begin: int, end: int
-                ) -> tuple[list[int], list[int]]:
-    """The tokens (by their character ``offsets`` in ``text``) overlapping the step
-    ``text[begin:end]``, and those of them holding a digit."""
-    inside = [t for t, (a, b) in enumerate(offsets) if a < end and b > begin]
-    return inside, [t for t in inside
-                    if any(c.isdigit() for c in text[offsets[t][0]:offsets[t][1]])]
 
 
 def aggregate(scores: Sequence[float], how: str) -> float:
@@ -431,6 +437,26 @@ def start_from_lm_head(model: PreTrainedModel, backbone_dir: str, dtype: str,
         head.bias.zero_()  # an LM head has no bias (Llama, GPT-2, ...)
 
 
+def _token_prm(backbone_dir: str, model_cfg: ModelConfig, quantized: bool, cfg: PrmConfig,
+               train: list[dict[str, list]], pad_token_id: int) -> TokenPrm:
+    """Kind lm_tokens: the backbone as a causal LM (LoRA on it under ``cfg.lora``) and the
+    calibration fitted to the training steps' untrained log-probs (a logistic regression),
+    so training starts at the calibrated ``likelihood`` kind."""
+    lm = _token_classifier(backbone_dir, model_cfg.dtype, quantized, AutoModelForCausalLM)
+    if cfg.lora:
+        lm = attach_lora(lm, model_cfg.lora_params, quantized, task_type="CAUSAL_LM")
+    model = TokenPrm(lm, (0.0, 1.0), cfg.likelihood)
+    positions = [[i for i, m in enumerate(f["mask"]) if m] for f in train]
+    # with a = 0 and b = 1, P(correct) = sigmoid(r): its logit is r itself
+    scores = _probabilities(model, train, positions, cfg.batch_size, pad_token_id)
+    r = torch.tensor([math.log(p / (1 - p)) if 0 < p < 1 else (30.0 if p >= 1 else -30.0)
+                      for path in scores for p in path])
+    y = torch.tensor([f["target"][i] for f, pos in zip(train, positions) for i in pos])
+    with torch.no_grad():
+        model.calibration.copy_(torch.tensor(fit_calibration(r, y)))
+    return model
+
+
 def read_meta(path: str | Path) -> dict[str, Any]:
     """What :func:`train_prm` wrote into ``path/prm.json`` (``prm_kind``: how to score)."""
     meta_file = Path(path) / META_FILE
@@ -445,8 +471,9 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_prm(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """(model, tokenizer) of a checkpoint written by :func:`train_prm`."""
+def load_prm(path: str | Path) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    """(model, tokenizer) of a checkpoint written by :func:`train_prm`: a token classifier,
+    or for kind lm_tokens a :class:`TokenPrm`; :func:`score_steps` scores with either."""
     path = Path(path)
     meta = read_meta(path)
     if meta["prm_kind"] == "likelihood":
@@ -454,13 +481,19 @@ def load_prm(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase
                           f"likelihood_step_scores on the policy")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
+        # kind lm_tokens keeps the backbone a causal LM, its calibration in prm.json
+        auto_class = (AutoModelForCausalLM if meta["prm_kind"] == "lm_tokens"
+                      else AutoModelForTokenClassification)
         if meta["lora"]:
             from peft import PeftModel
 
-            base = _token_classifier(meta["backbone"], meta["dtype"], meta["load_in_4bit"])
+            base = _token_classifier(meta["backbone"], meta["dtype"], meta["load_in_4bit"],
+                                     auto_class)
             model = PeftModel.from_pretrained(base, path)
         else:
-            model = load_weights(AutoModelForTokenClassification, path, meta["dtype"])
+            model = load_weights(auto_class, path, meta["dtype"])
+        if meta["prm_kind"] == "lm_tokens":
+            model = TokenPrm(model, meta["calibration"], meta["config"]["likelihood"])
     except Exception as err:  # whatever breaks (files, shapes, safetensors), name the path
         raise ConfigError(f"{path}: PRM checkpoint does not load: {err}") from err
     model.eval()
@@ -559,7 +592,7 @@ def _validate(model: PreTrainedModel, features: list[dict[str, list]], batch_siz
     """Step accuracy and BCE on labelled (unpadded, untruncated-away) steps of ``features``."""
     positions = [[i for i, m in enumerate(f["mask"]) if m] for f in features]
     targets = [[f["target"][i] for i in pos] for f, pos in zip(features, positions)]
-    scores = _probabilities(model, [f["input_ids"] for f in features], positions, batch_size,
+    scores = _probabilities(model, features, positions, batch_size,
                             pad_token_id)
     flat_s = torch.tensor([s for path in scores for s in path]).clamp(1e-7, 1 - 1e-7)
     flat_y = torch.tensor([y for path in targets for y in path])
@@ -587,21 +620,30 @@ def train_prm(backbone_dir: str | Path, tokenizer: PreTrainedTokenizerBase,
         return _save_likelihood_marker(out_dir, backbone_dir, cfg, model_cfg, live_dir)
     train_ids, val_ids = split_questions([e["question_id"] for e in examples],
                                          cfg.val_fraction, cfg.seed)
+    def features(e: dict[str, Any]) -> dict[str, list] | None:
+        if cfg.kind == "lm_tokens":
+            return encode_example(tokenizer, e, cfg.likelihood, cfg.max_length,
+                                  hard=cfg.label == "hard")
+        return encode(tokenizer, e, cfg)
+
     train = [f for e in examples if e["question_id"] in train_ids
-             if (f := encode(tokenizer, e, cfg)) is not None]
+             if (f := features(e)) is not None]
     val = [f for e in examples if e["question_id"] in val_ids
-           if (f := encode(tokenizer, e, cfg)) is not None]
+           if (f := features(e)) is not None]
     if not train:
         raise DataError("no training path has a labelled step within prm.max_length")
     quantized = cfg.lora and model_cfg.load_in_4bit
     set_seed(cfg.seed)  # the new head is initialised here, before the Trainer seeds anything
-    model = _token_classifier(str(backbone_dir), model_cfg.dtype, quantized)
-    if cfg.kind == "lm_head":
-        start_from_lm_head(model, str(backbone_dir), model_cfg.dtype, tokenizer)
-    if cfg.lora:
-        model = attach_lora(model, model_cfg.lora_params, quantized, task_type="TOKEN_CLS")
-    live = live_run(live_dir)
     pad_id = _pad_id(tokenizer)
+    if cfg.kind == "lm_tokens":
+        model = _token_prm(str(backbone_dir), model_cfg, quantized, cfg, train, pad_id)
+    else:
+        model = _token_classifier(str(backbone_dir), model_cfg.dtype, quantized)
+        if cfg.kind == "lm_head":
+            start_from_lm_head(model, str(backbone_dir), model_cfg.dtype, tokenizer)
+        if cfg.lora:
+            model = attach_lora(model, model_cfg.lora_params, quantized, task_type="TOKEN_CLS")
+    live = live_run(live_dir)
     with tempfile.TemporaryDirectory(prefix="sipf-prm-") as scratch:
         args = TrainingArguments(**training_args(scratch, cfg, logging_strategy="epoch",
                                                  remove_unused_columns=False))
@@ -629,16 +671,24 @@ def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: s
           quantized: bool) -> None:
     """Model (or adapter + head), tokenizer and the metadata load_prm needs, atomically."""
     with atomic_path(out_dir, directory=True) as tmp:
-        save_weights(model, tmp)
+        if isinstance(model, TokenPrm):
+            save_weights(model.lm, tmp)
+            calibration = [float(x) for x in model.calibration]
+        else:
+            save_weights(model, tmp)
+            calibration = None
         tokenizer.save_pretrained(tmp)
-        _write_meta(tmp, backbone_dir, cfg, model_cfg, quantized)
+        _write_meta(tmp, backbone_dir, cfg, model_cfg, quantized, calibration)
 
 
 def _write_meta(directory: Path, backbone_dir: str | Path, cfg: PrmConfig,
-                model_cfg: ModelConfig, quantized: bool) -> None:
+                model_cfg: ModelConfig, quantized: bool,
+                calibration: list[float] | None = None) -> None:
     meta = {"kind": _KIND, "prm_kind": cfg.kind, "backbone": str(backbone_dir),
             "lora": cfg.lora, "load_in_4bit": quantized, "dtype": model_cfg.dtype,
             "config": dataclasses.asdict(cfg)}
+    if calibration is not None:  # kind lm_tokens: P(correct) = sigmoid(a + b · r)
+        meta["calibration"] = calibration
     (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
