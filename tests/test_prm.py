@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from sipf.pipeline.prm import (LABEL_TOKENS, PrmCollator, PrmTrainer, _BestEpoch
                                likelihood_step_scores, load_prm, prm_loss, ranking_accuracy,
                                read_meta, score_steps, split_questions, start_from_lm_head,
                                step_accuracy, train_prm)
+from sipf.pipeline.token_prm import TokenPrm, encode_example, encode_steps, fit_calibration
 from tests.helpers import tiny_model
 
 QUESTION = "What is 2+3?"
@@ -154,12 +156,13 @@ def test_loss_ignores_positions_that_close_no_step(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- training
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+@pytest.fixture(scope="module", params=["classifier", "lm_tokens"])
+def trained(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> dict:
     root = tmp_path_factory.mktemp("prm")
     tokenizer = _tiny_backbone(root / "backbone")
     rows = _rows(24)
-    cfg = PrmConfig(epochs=6, learning_rate=2e-2, batch_size=8, val_fraction=0.2)
+    cfg = PrmConfig(kind=request.param, epochs=6, learning_rate=2e-2, batch_size=8,
+                    val_fraction=0.2)
     metrics = train_prm(root / "backbone", tokenizer, build_examples(rows), cfg, root / "prm",
                         live_dir=root / "live")
     return {"root": root, "rows": rows, "cfg": cfg, "metrics": metrics}
@@ -459,3 +462,70 @@ def test_likelihood_kind_writes_a_marker_without_weights(tmp_path: Path) -> None
     assert meta["prm_kind"] == "likelihood" and meta["config"]["likelihood"] == "mean"
     with pytest.raises(ConfigError, match="likelihood PRM has no weights"):
         load_prm(tmp_path / "prm")
+
+
+# ----------------------------------------------------------------------------- kind lm_tokens
+def test_fit_calibration_recovers_a_logistic_model() -> None:
+    generator = torch.Generator().manual_seed(0)
+    r = -4 * torch.rand(20000, generator=generator)
+    y = (torch.rand(20000, generator=generator) < torch.sigmoid(1.0 + 2.0 * r)).float()
+    a, b = fit_calibration(r, y)
+    assert a == pytest.approx(1.0, abs=0.1) and b == pytest.approx(2.0, abs=0.1)
+    assert fit_calibration(r, torch.ones_like(r)) == pytest.approx((4.595, 1.0), abs=1e-3)
+
+
+def test_lm_tokens_scores_are_the_calibrated_likelihood() -> None:
+    """Untrained, kind lm_tokens is sigmoid(a + b * log s) of the likelihood kind's s."""
+    model, tokenizer = tiny_model(["Q: 1+1\nA:\n1+1=2\nThe answer is 2"])
+    model.eval()
+    question, steps = "Q: 1+1", ["1+1=2", "", "The answer is 2"]
+    prompt = question + "\nPlease reason step by step.\n"  # path_prefix without a style
+    a, b = 0.7, 1.3
+    for reduce in ("min", "mean", "min_digit"):
+        prm = TokenPrm(model, (a, b), reduce)
+        got = score_steps(prm, tokenizer, [question, question], [steps, []], batch_size=2)
+        plain = likelihood_step_scores(model, tokenizer, [prompt], [steps], reduce=reduce)[0]
+        want = [torch.sigmoid(torch.tensor(a + b * math.log(s))).item() for s in plain]
+        assert got[0] == pytest.approx(want, rel=1e-5) and got[1] == []
+
+
+def test_lm_tokens_encoding_marks_digit_tokens_and_cuts_labels() -> None:
+    _, tokenizer = tiny_model(["Q: 1+1\nA:\n1+1=2\nThe answer is 2"])
+    prefix, steps = "Q:", ["1+1=2", "The answer is 2"]
+    ids, token_step = encode_steps(tokenizer, prefix, steps, "min_digit")
+    head = len(tokenizer(prefix)["input_ids"])
+    # char tokens: "1+1=2" holds digits at 0, 2, 4; "The answer is 2" one at its end
+    assert [t - head for t, j in enumerate(token_step) if j == 0] == [0, 2, 4]
+    assert [t - head for t, j in enumerate(token_step) if j == 1] == [6 + 14]
+    _, every = encode_steps(tokenizer, prefix, steps, "min")
+    assert sum(j == 1 for j in every) == len("The answer is 2")
+    example = {"prefix": prefix, "steps": steps, "labels": [1.0, 0.3]}
+    full = encode_example(tokenizer, example, "min_digit", 64, hard=True)
+    assert full["target"][:2] == [1.0, 0.0] and full["mask"][:2] == [True, True]
+    soft = encode_example(tokenizer, example, "min_digit", 64, hard=False)
+    assert soft["target"][:2] == [1.0, 0.3]
+    cut = encode_example(tokenizer, example, "min_digit", head + 10, hard=True)
+    assert cut["mask"][:2] == [True, False] and len(cut["input_ids"]) == head + 10
+    assert encode_example(tokenizer, example, "min_digit", head + 2, hard=True) is None
+
+
+def test_lm_tokens_starts_at_the_fitted_calibration_and_saves_it(tmp_path: Path) -> None:
+    tokenizer = _tiny_backbone(tmp_path / "backbone")
+    cfg = PrmConfig(kind="lm_tokens", epochs=1, learning_rate=1e-9, batch_size=8,
+                    val_fraction=0.2)
+    train_prm(tmp_path / "backbone", tokenizer, build_examples(_rows(12)), cfg, tmp_path / "prm")
+    meta = read_meta(tmp_path / "prm")
+    model, _ = load_prm(tmp_path / "prm")
+    assert isinstance(model, TokenPrm) and model.reduce == "min_digit"
+    assert [float(x) for x in model.calibration] == pytest.approx(meta["calibration"])
+    # a learning rate of 1e-9 leaves the fit as it was: the labels' log-odds regression
+    rows = _rows(12)
+    train_ids, _ = split_questions([r["question_id"] for r in rows], 0.2, 0)
+    train = [r for r in rows if r["question_id"] in train_ids]
+    untrained = TokenPrm(AutoModelForCausalLM.from_pretrained(tmp_path / "backbone"), (0, 1),
+                         "min_digit")
+    scores = score_steps(untrained, tokenizer, [r["question"] for r in train],
+                         [r["steps"] for r in train])
+    r = torch.tensor([math.log(p / (1 - p)) for path in scores for p in path])
+    y = torch.tensor([x for row in train for x in row["labels"]])
+    assert meta["calibration"] == pytest.approx(list(fit_calibration(r, y)), abs=1e-4)
