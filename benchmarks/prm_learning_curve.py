@@ -1,12 +1,12 @@
 """The trained PRM's learning curve: step AUC against the number of labelled paths.
 
-Does the paper's PRM (params.yaml's `prm`, kind classifier by default) learn the step if it
-is given more labelled paths, with exact labels or with Monte-Carlo ones? Run inside an arith
-project where M0 exists and `sample` of iteration 1 ran over many questions, e.g.:
+Does a trained PRM (params.yaml's `prm`; ``--kinds`` trains other kinds side by side) learn
+the step if it is given more labelled paths, with exact labels or with Monte-Carlo ones? Run
+inside an arith project where M0 exists and `sample` of iteration 1 ran over many questions:
 
     cd /tmp/lc && sipf sample --iteration 1 --policy models/sft   # sample.question_limit 1500
     OMP_NUM_THREADS=2 python /work/main/benchmarks/prm_learning_curve.py \\
-        --sizes 100,300,900 --held-out 60 --out /tmp/lc/curve
+        --sizes 100,300,900 --held-out 60 --kinds classifier@0.001,lm_tokens --out /tmp/lc/curve
 
 Held out: ``--held-out`` questions that have a right and a wrong path. The training paths
 are drawn from the other questions as `simulate` draws them (`select_paths`: right and wrong
@@ -90,10 +90,17 @@ def mc_labels(params: Any, paths: list[dict], records: dict, prompts: dict, earl
               help="Label sources: oracle (exact) and/or mc (Monte-Carlo).")
 @click.option("--early-stop/--no-early-stop", default=True, show_default=True,
               help="Monte-Carlo labels with simulate.early_stop (same hard labels, fewer rollouts).")
+@click.option("--kinds", default="", help="PRM kinds to train, comma-separated, each "
+              "optionally KIND@LEARNING_RATE (default: params.yaml's prm.kind and rate).")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-def main(sizes: str, held_out: int, sources: str, early_stop: bool, out: str) -> None:
+def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
+         out: str) -> None:
     params = load_params("params.yaml")
     cfg = params.prm
+    recipes = [dataclasses.replace(cfg, kind=kind, **({"learning_rate": float(rate)}
+                                                      if rate else {}))
+               for kind, _, rate in (k.strip().partition("@") for k in kinds.split(",")
+                                     if k.strip())] or [cfg]
     records, prompts = train_records_by_id()
     pool = read_rows(layout.Iteration(1).samples, "samples")
     candidates, test = split(pool, held_out)
@@ -140,37 +147,48 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, out: str) ->
     results["baselines"]["step index only"] = {
         "step_auc_vs_oracle": results["baselines"]["oracle labels"]["step_index_only_auc"]}
     style = prm_prompt_style(params)
-    for source in [s.strip() for s in sources.split(",") if s.strip()]:
-        for n in counts:
-            rows = [{"path_id": p["path_id"], "question_id": p["question_id"],
-                     "question": records[p["question_id"]].question, "steps": list(p["steps"]),
-                     "labels": labels[source][p["path_id"]]} for p in by_size[n]]
-            seed_everything(cfg.seed)
-            started = time.perf_counter()
-            model_dir = directory / f"{source}-{n}"
-            metrics = train_prm(layout.M0, tokenizer, build_examples(rows, style), cfg,
-                                model_dir, model_cfg=params.model)
-            train_s = time.perf_counter() - started
-            model, prm_tokenizer = load_prm(model_dir)
-            held = [{"question": records[q].question, "steps": s} for q, s in zip(questions, steps)]
-            report = reward_report(questions, outcomes,
-                                   *_scored(model, prm_tokenizer, held, cfg, style),
-                                   cfg.aggregate, oracle=truth)
-            # the same PRM on its own training paths: if it cannot fit them either, the
-            # fault is the head or the code, not too few labels
-            fit = reward_report([r["question_id"] for r in rows],
-                                [bool(p["outcome"]) for p in by_size[n]],
-                                *_scored(model, prm_tokenizer, rows, cfg, style),
-                                cfg.aggregate, oracle=[oracle(p) for p in by_size[n]])
-            point = {"source": source, "paths": len(rows),
-                     "questions": len({r["question_id"] for r in rows}),
-                     "best_epoch": metrics["best_epoch"], "train_s": round(train_s, 1),
-                     **{c: report[c] for c in COLUMNS},
-                     "fit": {c: fit[c] for c in COLUMNS}}
-            results["curve"].append(point)
-            click.echo(json.dumps(point), err=True)
-            write_json(results, directory / "results.json")  # atomic: rewritten each PRM
+    for recipe in recipes:
+        for source in [s.strip() for s in sources.split(",") if s.strip()]:
+            for n in counts:
+                _point(recipe, params.model, source, n, by_size[n], labels, records,
+                       tokenizer, style, directory, questions, outcomes, steps, truth, oracle,
+                       results)
     click.echo(table(results))
+
+
+def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], labels: dict, records: dict,
+           tokenizer: Any, style: str | None, directory: Path, questions: list, outcomes: list,
+           steps: list, truth: list, oracle: Any, results: dict[str, Any]) -> None:
+    """Train one PRM of recipe ``cfg`` on ``paths`` and add its point to ``results``."""
+    rows = [{"path_id": p["path_id"], "question_id": p["question_id"],
+             "question": records[p["question_id"]].question, "steps": list(p["steps"]),
+             "labels": labels[source][p["path_id"]]} for p in paths]
+    seed_everything(cfg.seed)
+    started = time.perf_counter()
+    model_dir = directory / f"{cfg.kind}-{source}-{n}"
+    metrics = train_prm(layout.M0, tokenizer, build_examples(rows, style), cfg, model_dir,
+                        model_cfg=model_cfg)
+    train_s = time.perf_counter() - started
+    model, prm_tokenizer = load_prm(model_dir)
+    held = [{"question": records[q].question, "steps": s} for q, s in zip(questions, steps)]
+    report = reward_report(questions, outcomes,
+                           *_scored(model, prm_tokenizer, held, cfg, style),
+                           cfg.aggregate, oracle=truth)
+    # the same PRM on its own training paths: if it cannot fit them either, the
+    # fault is the head or the code, not too few labels
+    fit = reward_report([r["question_id"] for r in rows],
+                        [bool(p["outcome"]) for p in paths],
+                        *_scored(model, prm_tokenizer, rows, cfg, style),
+                        cfg.aggregate, oracle=[oracle(p) for p in paths])
+    point = {"kind": cfg.kind, "learning_rate": cfg.learning_rate, "source": source,
+             "paths": len(rows),
+             "questions": len({r["question_id"] for r in rows}),
+             "best_epoch": metrics["best_epoch"], "train_s": round(train_s, 1),
+             **{c: report[c] for c in COLUMNS},
+             "fit": {c: fit[c] for c in COLUMNS}}
+    results["curve"].append(point)
+    click.echo(json.dumps(point), err=True)
+    write_json(results, directory / "results.json")  # atomic: rewritten each PRM
 
 
 def _scored(model: Any, tokenizer: Any, rows: list[dict], cfg: Any, style: str | None
@@ -191,7 +209,8 @@ def table(results: dict[str, Any]) -> str:
              "right above wrong | on its training paths: AUC within, right above wrong | "
              "train s |", "|---|---|---|---|---|---|---|"]
     for p in results["curve"]:
-        lines.append(f"| trained, {p['source']} labels | {p['paths']} ({p['questions']}) | "
+        lines.append(f"| {p.get('kind', 'classifier')} (lr {p.get('learning_rate', '–')}), "
+                     f"{p['source']} labels | {p['paths']} ({p['questions']}) | "
                      + " | ".join(cell(p[c]) for c in COLUMNS) + " | "
                      + (f"{cell(p['fit'][COLUMNS[0]])}, {cell(p['fit'][COLUMNS[2]])}"
                         if "fit" in p else "–") + f" | {p['train_s']} |")

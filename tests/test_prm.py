@@ -30,13 +30,16 @@ QUESTION = "What is 2+3?"
 STEPS = ["2+3=5 good", "check: bad", "", "so 5"]
 
 
-def _rows(n_questions: int, seed: int = 0) -> list[dict]:
-    """A separable task: a step is correct iff it says good+ (the label is the word)."""
+def _rows(n_questions: int, seed: int = 0, monotone: bool = False) -> list[dict]:
+    """A separable task: a step is correct iff it says good+ (the label is the word); with
+    ``monotone``, as real step labels are, every step after a wrong one is wrong."""
     rng = random.Random(seed)
     rows = []
     for q in range(n_questions):
         for _ in range(2):
-            labels = [float(rng.random() < 0.5) for _ in range(3)]
+            labels = [float(rng.random() < (0.7 if monotone else 0.5)) for _ in range(3)]
+            if monotone:
+                labels = [min(labels[:j + 1]) for j in range(3)]
             rows.append({"question_id": q, "question": f"Q{q}?",
                          "steps": ["good+" if y else "bad-" for y in labels], "labels": labels})
     return rows
@@ -160,7 +163,7 @@ def test_loss_ignores_positions_that_close_no_step(tmp_path: Path) -> None:
 def trained(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> dict:
     root = tmp_path_factory.mktemp("prm")
     tokenizer = _tiny_backbone(root / "backbone")
-    rows = _rows(24)
+    rows = _rows(24, monotone=request.param == "lm_tokens")  # it scores by the running min
     cfg = PrmConfig(kind=request.param, epochs=6, learning_rate=2e-2, batch_size=8,
                     val_fraction=0.2)
     metrics = train_prm(root / "backbone", tokenizer, build_examples(rows), cfg, root / "prm",
@@ -475,7 +478,8 @@ def test_fit_calibration_recovers_a_logistic_model() -> None:
 
 
 def test_lm_tokens_scores_are_the_calibrated_likelihood() -> None:
-    """Untrained, kind lm_tokens is sigmoid(a + b * log s) of the likelihood kind's s."""
+    """Untrained, kind lm_tokens is sigmoid(a + b * log s) of the likelihood kind's s, s the
+    running min over the path's steps so far."""
     model, tokenizer = tiny_model(["Q: 1+1\nA:\n1+1=2\nThe answer is 2"])
     model.eval()
     question, steps = "Q: 1+1", ["1+1=2", "", "The answer is 2"]
@@ -485,7 +489,8 @@ def test_lm_tokens_scores_are_the_calibrated_likelihood() -> None:
         prm = TokenPrm(model, (a, b), reduce)
         got = score_steps(prm, tokenizer, [question, question], [steps, []], batch_size=2)
         plain = likelihood_step_scores(model, tokenizer, [prompt], [steps], reduce=reduce)[0]
-        want = [torch.sigmoid(torch.tensor(a + b * math.log(s))).item() for s in plain]
+        running = [min(plain[:j + 1]) for j in range(len(plain))]  # a step after a slip
+        want = [torch.sigmoid(torch.tensor(a + b * math.log(s))).item() for s in running]
         assert got[0] == pytest.approx(want, rel=1e-5) and got[1] == []
 
 

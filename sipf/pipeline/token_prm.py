@@ -1,9 +1,10 @@
 """PRM kind ``lm_tokens``: a trained PRM that reads each step through the LM head at the
 step's own tokens.
 
-``P(correct | q, s_1..s_j) = sigmoid(a + b · r_j)``, where ``r_j`` reduces (``prm.likelihood``:
-the min over the step's digit tokens, the min or the mean over all its tokens) the backbone's
-``log p_θ(token | everything before it)``. The backbone starts as the policy and is fine-tuned,
+``P(correct | q, s_1..s_j) = sigmoid(a + b · min_{i ≤ j} r_i)``, where ``r_i`` reduces
+(``prm.likelihood``: the min over step i's digit tokens, the min or the mean over all its tokens)
+the backbone's ``log p_θ(token | everything before it)``. The running min makes a step after a
+wrong one wrong, as its label is. The backbone starts as the policy and is fine-tuned,
 like the classifier, with binary cross-entropy on the step labels; ``a`` and ``b`` start at the
 logistic fit of the untrained ``r_j`` to the training labels, so training starts from the
 calibrated ``likelihood`` kind and can only move away from it where the labels say so.
@@ -88,7 +89,8 @@ class TokenPrm(torch.nn.Module):
 
     def step_log_probs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                        token_step: torch.Tensor) -> torch.Tensor:
-        """``r[batch, j]`` for j < the sequence length; 0 for a step without tokens."""
+        """``r[batch, j]``, the min of steps 0..j's reduced log-probs, for j < the sequence
+        length (0 for a path's steps without tokens before its first with some)."""
         logits = self.lm(input_ids=input_ids, attention_mask=attention_mask).logits
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(
             -1, input_ids[:, 1:, None])[..., 0]
@@ -101,7 +103,12 @@ class TokenPrm(torch.nn.Module):
             reduced = (logp[:, None, :] * member).sum(-1) / count.clamp(min=1)
         else:
             reduced = logp[:, None, :].masked_fill(~member, float("inf")).amin(-1)
-        return torch.where(count > 0, reduced, torch.zeros_like(reduced))
+        reduced = torch.where(count > 0, reduced, torch.zeros_like(reduced))
+        # A step after a wrong one is wrong (its Monte-Carlo label at δ = 0 says so, and so does
+        # the oracle), though its own tokens may be consistent with the slip before it: the
+        # running min scores it by the least likely step so far. A step without tokens reads 0,
+        # above any log-prob, so it takes the min before it.
+        return reduced.cummin(dim=1).values
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_step: torch.Tensor, **_: Any) -> TokenClassifierOutput:
