@@ -24,6 +24,7 @@ Writes ``--out``/results.json and prints a Markdown table.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import random
 import time
@@ -140,7 +141,11 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
                                                       labels["oracle"][p["path_id"]]))
             / sum(len(labels["oracle"][p["path_id"]]) for p in draw)) if "mc" in labels else None,
         "baselines": {}, "curve": []}
-    for name, scores in (("likelihood min_digit", likelihood), ("oracle labels", truth)):
+    # the running min (a step after a wrong one is wrong) as kind lm_tokens reads steps
+    running = [list(itertools.accumulate(s, min)) for s in likelihood]
+    for name, scores in (("likelihood min_digit", likelihood),
+                         ("likelihood min_digit, running min", running),
+                         ("oracle labels", truth)):
         results["baselines"][name] = reward_report(
             questions, outcomes, scores, [aggregate(s, cfg.aggregate) for s in scores],
             cfg.aggregate, oracle=truth)
