@@ -43,13 +43,14 @@ from sipf.pipeline.simulation import (label_agreement, prefix_prompt, select_pat
 from sipf.stages.common import read_rows, train_records_by_id
 from sipf.tasks.registry import task_named
 
-LABELLERS = {  # name: SimulateConfig changes
-    "reference": {},
-    "early stop": {"early_stop": True},
-    "binary search": {"search": "binary"},
+LABELLERS = {  # name: SimulateConfig changes; each names early_stop and search, whatever
+    # params.yaml's defaults (the reference is the naive labeller even where early stop is on)
+    "reference": {"early_stop": False, "search": "all"},
+    "early stop": {"early_stop": True, "search": "all"},
+    "binary search": {"early_stop": False, "search": "binary"},
     "binary + early stop": {"early_stop": True, "search": "binary"},
     "linear + early stop": {"early_stop": True, "search": "linear"},
-    "reference (seed+1)": {"seed": 1},  # added to simulate.seed
+    "reference (seed+1)": {"early_stop": False, "search": "all", "seed": 1},  # + simulate.seed
 }
 
 
