@@ -161,9 +161,10 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
     click.echo(table(results))
 
 
-def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], labels: dict, records: dict,
-           tokenizer: Any, style: str | None, directory: Path, questions: list, outcomes: list,
-           steps: list, truth: list, oracle: Any, results: dict[str, Any]) -> None:
+def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], labels: dict,
+           records: dict, tokenizer: Any, style: str | None, directory: Path, questions: list,
+           outcomes: list, steps: list, truth: list, oracle: Any,
+           results: dict[str, Any]) -> None:
     """Train one PRM of recipe ``cfg`` on ``paths`` and add its point to ``results``."""
     rows = [{"path_id": p["path_id"], "question_id": p["question_id"],
              "question": records[p["question_id"]].question, "steps": list(p["steps"]),

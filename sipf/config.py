@@ -475,7 +475,10 @@ class SimulateConfig:
                         "(OmegaPRM's bisection, ~log2(steps) prefixes) or 'linear' (steps in "
                         "order up to the first wrong one: one wrong prefix, which early_stop "
                         "cannot make cheaper). A step not rolled out gets k = n_correct = 0 "
-                        "and soft = its hard label.", "all")
+                        "and soft = its hard label. 'binary' with early_stop, on seed 0's "
+                        "iteration 1 of 2026-12-03 (100 paths, one run): 0.23x the naive "
+                        "labeller's rollouts and 0.28x its wall time, hard labels 95.9% right "
+                        "by the arith oracle against its 93.5%.", "binary")
     batch_size: int = _help("Sequences the generator decodes together.", 64)
     seed: int = _help("Seed of the path subset and the rollouts (each generation round "
                       "derives its own from it).", 0)

@@ -13,7 +13,9 @@ from click.testing import CliRunner
 
 from tests.helpers import hand_sampled_project, run, tiny_params, wall_time_keys
 
-LOOP = {"simulate": {"k": 2, "max_paths": 0, "max_new_tokens": 16, "batch_size": 16},
+# search all: every step rolled out, so every label row has k = 2
+LOOP = {"simulate": {"k": 2, "max_paths": 0, "max_new_tokens": 16, "batch_size": 16,
+                     "search": "all"},
         "prm": {"epochs": 1, "batch_size": 8, "val_fraction": 0.25},
         # A PRM trained for seconds barely separates paths: any positive gap makes a pair.
         "prefs": {"margin": 1e-9, "require_outcome": False},

@@ -79,7 +79,8 @@ def test_prefix_prompt_ends_each_step_with_a_newline():
 
 
 def test_one_generate_call_over_distinct_prefixes_with_n_k():
-    cfg = SimulateConfig(early_stop=False, k=4, temperature=0.8, max_new_tokens=30, seed=5)
+    cfg = SimulateConfig(early_stop=False, k=4, temperature=0.8, max_new_tokens=30, seed=5,
+                         search="all")
     _, _, generator = _simulate(cfg)
     assert len(generator.calls) == 1
     prompts, params = generator.calls[0]
@@ -89,7 +90,7 @@ def test_one_generate_call_over_distinct_prefixes_with_n_k():
 
 
 def test_rollout_rows_read_the_answer_from_the_completion():
-    rollouts, _, _ = _simulate(SimulateConfig(early_stop=False, k=4))
+    rollouts, _, _ = _simulate(SimulateConfig(early_stop=False, k=4, search="all"))
     assert len(rollouts) == 6 * 4
     assert set(rollouts[0]) == {"path_id", "question_id", "step_index", "rollout_index",
                                 "completion", "answer", "correct"}
@@ -102,21 +103,21 @@ def test_rollout_rows_read_the_answer_from_the_completion():
 
 
 def test_hard_and_soft_labels_with_delta_0_and_2():
-    _, labels, _ = _simulate(SimulateConfig(early_stop=False, k=4))
+    _, labels, _ = _simulate(SimulateConfig(early_stop=False, k=4, search="all"))
     assert [(r["path_id"], r["step_index"], r["n_correct"]) for r in labels] == [
         ("q1/it1/000", 0, 3), ("q1/it1/000", 1, 1), ("q1/it1/000", 2, 0),
         ("q1/it1/001", 0, 3), ("q1/it1/001", 1, 4), ("q1/it1/001", 2, 3)]
     assert [r["hard"] for r in labels] == [True, True, False, True, True, True]
     assert [r["soft"] for r in labels] == [0.75, 0.25, 0.0, 0.75, 1.0, 0.75]
     assert labels[1]["step"] == S2_WRONG and labels[1]["k"] == 4
-    _, strict, _ = _simulate(SimulateConfig(early_stop=False, k=4, delta=2))
+    _, strict, _ = _simulate(SimulateConfig(early_stop=False, k=4, delta=2, search="all"))
     assert [r["hard"] for r in strict] == [True, False, False, True, True, True]
 
 
 def test_agreement_with_the_arith_oracle():
     oracle = {p["path_id"]: step_labels(RECORD, p["steps"]) for p in (WRONG_PATH, RIGHT_PATH)}
     assert oracle == {"q1/it1/000": [True, False, False], "q1/it1/001": [True, True, True]}
-    _, labels, _ = _simulate(SimulateConfig(early_stop=False, k=4))
+    _, labels, _ = _simulate(SimulateConfig(early_stop=False, k=4, search="all"))
     agreement = label_agreement(labels, oracle)
     assert agreement == {"steps": 6, "oracle_correct": 4,
                          "hard_accuracy": 5 / 6, "hard_tp": 4, "hard_fp": 1, "hard_tn": 1,
@@ -190,13 +191,16 @@ def test_smoke_with_a_real_tiny_model():
     model, tokenizer = tiny_model([QUESTION, S1, S2, S3])
     generator = HFGenerator(model, tokenizer, batch_size=8)
     rollouts, labels = simulate(generator, [WRONG_PATH, RIGHT_PATH], {"q1": RECORD},
-                                {"q1": PROMPT}, SimulateConfig(early_stop=False, k=2, max_new_tokens=6))
+                                {"q1": PROMPT},
+                                SimulateConfig(early_stop=False, k=2, max_new_tokens=6,
+                                               search="all"))
     assert len(rollouts) == 6 * 2 and len(labels) == 6
     assert all(0.0 <= r["soft"] <= 1.0 and r["k"] == 2 for r in labels)
 
 
 # ----------------------------------------------------------------------------- cheaper labellers
-NAIVE_HARD = [True, True, False, True, True, True]  # _simulate(SimulateConfig(early_stop=False, k=4))'s labels
+# the naive labeller's: _simulate(SimulateConfig(early_stop=False, k=4, search="all"))
+NAIVE_HARD = [True, True, False, True, True, True]
 
 
 def test_rollout_rounds_double_and_add_up_to_k():
@@ -207,14 +211,15 @@ def test_rollout_rounds_double_and_add_up_to_k():
     assert all(sum(rollout_rounds(k)) == k for k in range(1, 40))
 
 
-def test_early_stop_over_every_prefix_is_the_default():
-    # the paper's naive labeller (early_stop off) stays the reference the tests compare with
+def test_early_stop_with_binary_search_is_the_default():
+    # the paper's naive labeller (early_stop off, search all) stays the reference the tests
+    # compare with, named in full wherever it is used
     cfg = SimulateConfig()
-    assert (cfg.early_stop, cfg.search) == (True, "all")
+    assert (cfg.early_stop, cfg.search) == (True, "binary")
 
 
 def test_early_stop_stops_each_prefix_at_its_first_success():
-    rollouts, labels, generator = _simulate(SimulateConfig(k=4, early_stop=True))
+    rollouts, labels, generator = _simulate(SimulateConfig(k=4, early_stop=True, search="all"))
     # Rounds of 1, 1, 2 over the prefixes still open: S1, S2 and S3 succeed at once,
     # S2_WRONG at its 2nd rollout, S3_WRONG never (all 4 drawn).
     assert [(len(prompts), params.n) for prompts, params in generator.calls] == [
@@ -227,8 +232,8 @@ def test_early_stop_stops_each_prefix_at_its_first_success():
 
 
 def test_early_stop_with_delta_2_also_stops_once_a_success_is_out_of_reach():
-    _, labels, _ = _simulate(SimulateConfig(k=4, delta=2, early_stop=True))
-    _, naive, _ = _simulate(SimulateConfig(early_stop=False, k=4, delta=2))
+    _, labels, _ = _simulate(SimulateConfig(k=4, delta=2, early_stop=True, search="all"))
+    _, naive, _ = _simulate(SimulateConfig(early_stop=False, k=4, delta=2, search="all"))
     assert [r["hard"] for r in labels] == [r["hard"] for r in naive]
     # S3_WRONG: 0 of 2 with 2 left can no longer exceed δ = 2; the others need all 4.
     assert [r["k"] for r in labels] == [4, 4, 2, 4, 4, 4]
@@ -291,7 +296,7 @@ def test_early_stop_never_changes_a_hard_label(delta):
     rng = random.Random(delta)
     for _ in range(20):
         paths = _paths(rng, 6, monotone=rng.random() < 0.5)
-        cfg = SimulateConfig(early_stop=False, k=8, delta=delta)
+        cfg = SimulateConfig(early_stop=False, k=8, delta=delta, search="all")
         naive_rollouts, naive, _ = _run(paths, cfg)
         early_rollouts, early, _ = _run(paths, replace(cfg, early_stop=True))
         assert [r["hard"] for r in early] == [r["hard"] for r in naive]
@@ -335,7 +340,7 @@ def test_search_labels_equal_the_reference_on_monotone_paths(search, early_stop)
     rng = random.Random(7)
     for _ in range(20):
         paths = _paths(rng, 8)
-        cfg = SimulateConfig(early_stop=False, k=4)
+        cfg = SimulateConfig(early_stop=False, k=4, search="all")
         _, naive, _ = _run(paths, cfg, at_least_one=True)
         _, labels, _ = _run(paths, replace(cfg, search=search, early_stop=early_stop),
                             at_least_one=True)
@@ -355,7 +360,8 @@ def test_search_labels_equal_the_reference_on_monotone_paths(search, early_stop)
 def test_binary_search_can_differ_from_the_reference_where_a_wrong_step_is_followed_by_right_ones():
     bad_then_good = {"question_id": "q1", "path_id": "p", "steps": ["a", "b bad", "c"],
                      "outcome": True}
-    _, naive, _ = _run([bad_then_good], SimulateConfig(early_stop=False, k=4), at_least_one=True)
+    _, naive, _ = _run([bad_then_good], SimulateConfig(early_stop=False, k=4, search="all"),
+                       at_least_one=True)
     _, search, _ = _run([bad_then_good], SimulateConfig(early_stop=False, k=4, search="binary"),
                         at_least_one=True)
     assert [r["hard"] for r in naive] == [True, False, True]

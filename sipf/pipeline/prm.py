@@ -10,9 +10,11 @@ on those tokens only; every other position is ignored.
 ``prm.kind`` picks how that position is read: ``classifier`` (the head above, starting at
 random), ``lm_head`` (the backbone's LM head restricted to the label tokens '+' and '-', as
 Math-Shepherd and OpenRLHF read a PRM: softmax over two logits is sigmoid((w₊ − w₋)·h), so it is
-the same 2-way head, started from the LM head's rows of those tokens instead of at random) or
-``likelihood`` (no training: the sampling policy's own token probabilities over each step; a
-departure from the paper, and the baseline a trained PRM must beat).
+the same 2-way head, started from the LM head's rows of those tokens instead of at random),
+``lm_tokens`` (the offline default: the LM head read at the step's own tokens instead, see
+:mod:`sipf.pipeline.token_prm`) or ``likelihood`` (no training: the sampling policy's own token
+probabilities over each step; a departure from the paper, and the baseline a trained PRM must
+beat).
 """
 
 from __future__ import annotations
