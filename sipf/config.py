@@ -466,9 +466,9 @@ class SimulateConfig:
                              "soft = n_correct / k, a fraction of a sample stopped at a "
                              "success (it leans high), not of simulate.k. On by default: the same "
                              "hard labels for 0.64x the rollouts on an unfiltered pool "
-                             "(benchmarks/simulation_cost.py), 0.44x at the defaults "
-                             "(docs/findings.md); off is the paper's naive labeller, the "
-                             "reference.", True)
+                             "(benchmarks/simulation_cost.py), 0.45x on the filtered one with "
+                             "search 'all' (docs/findings.md); off, with search 'all', is the "
+                             "paper's naive labeller, the reference.", True)
     search: str = _help("Which step prefixes to roll out: 'all' (every step's, the paper), or "
                         "only those a search for the path's first wrong step visits, assuming "
                         "the steps before it right and those from it on wrong: 'binary' "
