@@ -87,7 +87,7 @@ def test_simulating_code_judges_prefix_plus_continuation():
     # the function has already returned a - b.
     generator = ScriptedGenerator(["    return a + b\n", "    return a * b\n"])
     rollouts, labels = simulate(generator, [path], {QUESTION.id: QUESTION}, {QUESTION.id: "P"},
-                                SimulateConfig(k=2, max_paths=0, early_stop=False),
+                                SimulateConfig(k=2, max_paths=0, early_stop=False, search="all"),
                                 kind=CodeKind())  # the naive labeller: K rollouts a prefix
     assert [(row["step_index"], row["n_correct"], row["hard"]) for row in labels] == \
         [(0, 1, True), (1, 0, False)]

@@ -406,8 +406,11 @@ def _token_classifier(location: str, dtype: str, load_in_4bit: bool,
     try:
         return load_weights(auto_class, source.location, dtype,
                             load_in_4bit=load_in_4bit, gguf_file=source.gguf_file,
-                            # the new head trains in full (a 4-bit one cannot)
-                            **({"keep_full": ["score"]} if load_in_4bit else {}), **kwargs)
+                            # the head trains, or reads, in full precision (a 4-bit one
+                            # cannot train): the new head, or kind lm_tokens' LM head
+                            **({"keep_full": ["lm_head" if auto_class is AutoModelForCausalLM
+                                              else "score"]} if load_in_4bit else {}),
+                            **kwargs)
     except (OSError, ValueError) as err:
         raise ConfigError(f"prm.backbone: cannot load {location}: {err}") from err
 
