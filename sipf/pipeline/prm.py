@@ -597,8 +597,7 @@ def _validate(model: PreTrainedModel, features: list[dict[str, list]], batch_siz
     """Step accuracy and BCE on labelled (unpadded, untruncated-away) steps of ``features``."""
     positions = [[i for i, m in enumerate(f["mask"]) if m] for f in features]
     targets = [[f["target"][i] for i in pos] for f, pos in zip(features, positions)]
-    scores = _probabilities(model, features, positions, batch_size,
-                            pad_token_id)
+    scores = _probabilities(model, features, positions, batch_size, pad_token_id)
     flat_s = torch.tensor([s for path in scores for s in path]).clamp(1e-7, 1 - 1e-7)
     flat_y = torch.tensor([y for path in targets for y in path])
     return {"val_step_accuracy": step_accuracy(scores, targets),

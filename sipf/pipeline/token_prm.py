@@ -89,13 +89,17 @@ class TokenPrm(torch.nn.Module):
 
     def step_log_probs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                        token_step: torch.Tensor) -> torch.Tensor:
-        """``r[batch, j]``, the min of steps 0..j's reduced log-probs, for j < the sequence
-        length (0 for a path's steps without tokens before its first with some)."""
+        """``r[batch, j]``, the min of steps 0..j's reduced log-probs (0 for a path's steps
+        without tokens before its first with some), padded to the sequence length, where the
+        step-indexed targets of :func:`encode_example` live; the entries past a path's last
+        step are never read."""
         logits = self.lm(input_ids=input_ids, attention_mask=attention_mask).logits
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(
             -1, input_ids[:, 1:, None])[..., 0]
         logp = F.pad(logp, (1, 0))  # logp[:, t]: token t's; the first token has none
-        steps = torch.arange(input_ids.shape[1], device=input_ids.device)
+        # only as many step rows as the batch's longest path has steps, not one per token
+        n_steps = max(int(token_step.max()) + 1, 1)
+        steps = torch.arange(n_steps, device=input_ids.device)
         member = token_step[:, None, :] == steps[None, :, None]  # [batch, step, token]
         member[..., 0] = False
         count = member.sum(-1)
@@ -108,7 +112,7 @@ class TokenPrm(torch.nn.Module):
         # the oracle), though its own tokens may be consistent with the slip before it: the
         # running min scores it by the least likely step so far. A step without tokens reads 0,
         # above any log-prob, so it takes the min before it.
-        return reduced.cummin(dim=1).values
+        return F.pad(reduced.cummin(dim=1).values, (0, input_ids.shape[1] - n_steps))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_step: torch.Tensor, **_: Any) -> TokenClassifierOutput:
