@@ -11,7 +11,7 @@ import importlib
 
 import click
 
-STAGES = ("inputs", "prepare", "base", "sft", "evaluate", "sample", "simulate", "train_prm", "score",
+STAGES = ("inputs", "prepare", "base", "sft", "verifier", "evaluate", "sample", "simulate", "train_prm", "score",
           "prefs", "align", "control", "query", "preset", "report")
 
 

@@ -363,6 +363,30 @@ class SftConfig:
             raise ConfigError("sft.stop_check_every: must be > 0")
 
 
+# ----------------------------------------------------------------------------- verifier
+@dataclass(frozen=True)
+class VerifierConfig:
+    """The PRM's own backbone, trained only when ``prm.backbone`` is 'verifier'."""
+
+    epochs: float = _help("Passes over all the gold training solutions: SFT from the base "
+                          "model with no stop rule, the rest of the recipe as `sft`'s.", 8.0)
+    learning_rate: float = _help("Peak learning rate (cosine schedule).", 3e-3)
+    seed: int = _help("Seed of shuffling and dropout (the global seed added x1000, as to "
+                      "sft's).", 0)
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0:
+            raise ConfigError("verifier.epochs: must be > 0")
+        if self.learning_rate <= 0:
+            raise ConfigError("verifier.learning_rate: must be > 0")
+
+    def sft_config(self, sft: SftConfig) -> SftConfig:
+        """``sft``'s recipe run to the end of its schedule: no stop rule, no probes."""
+        return dataclasses.replace(sft, epochs=self.epochs, max_steps=0,
+                                   learning_rate=self.learning_rate, seed=self.seed,
+                                   stop_at_accuracy=0.0, accuracy_every=0.0)
+
+
 # ----------------------------------------------------------------------------- evaluate
 @dataclass(frozen=True)
 class EvaluateConfig:
@@ -524,8 +548,9 @@ class PrmConfig:
                             "BPE run of 2026-12-02 min_digit ranked best: step AUC within "
                             "(question, index) 0.76 vs 0.74 (mean) and 0.70 (min).", "min_digit")
     backbone: str = _help("Initial weights: 'policy' (the current policy's weights; the stage "
-                          "passes its directory), a hub id, a local directory or a .gguf file.",
-                          "policy")
+                          "passes its directory), 'verifier' (the `verifier` stage's model, "
+                          "the paper's design: a stronger model than the policy), a hub id, a "
+                          "local directory or a .gguf file.", "policy")
     label: str = _help("Training targets: 'hard' (step label rounded at 0.5) or 'soft' (the "
                        "simulated success fraction itself).", "hard")
     input: str = _help("What the PRM reads before the steps: 'method' (the question + "
@@ -676,6 +701,12 @@ class Params:
     distributed: DistributedConfig = _help("Training in several processes.",
                                            factory=DistributedConfig)
     sft: SftConfig = _help("Iteration 0: supervised fine-tuning.", factory=SftConfig)
+    verifier: VerifierConfig = _help(
+        "The PRM's backbone with `prm.backbone: verifier`: the paper initialises its verifier "
+        "from a stronger math model than the policy (deepseek-math-7b-rl); offline, the "
+        "stronger model is SFT on the gold solutions run to the end of its schedule (M0 stops "
+        "at `sft.stop_at_accuracy`). Otherwise the stage writes a placeholder.",
+        factory=VerifierConfig)
     evaluate: EvaluateConfig = _help("Greedy evaluation.", factory=EvaluateConfig)
     loop: dict[str, IterationItem] = _help(
         "The iterations k = 1..K (foreach in dvc.yaml): iteration k's policy M_{k-1} and pool "
@@ -707,7 +738,7 @@ def prm_prompt_style(params: Params) -> str | None:
     return params.prepare.prompt_style if params.prm.input == "prompt" else None
 
 
-SEEDED_SECTIONS = ("sft", "sample", "simulate", "prm", "prefs", "align")
+SEEDED_SECTIONS = ("sft", "verifier", "sample", "simulate", "prm", "prefs", "align")
 
 
 def reseeded(params: Params) -> Params:

@@ -77,7 +77,7 @@ def stage_inputs(params: Params) -> dict[str, list[str]]:
               "simulate": [], "train_prm": []}
     if params.simulate.simulator != "self":
         inputs["simulate"].append(model_input(params.simulate.simulator, "simulate.simulator"))
-    if params.prm.backbone != "policy":
+    if params.prm.backbone not in ("policy", "verifier"):  # both are pipeline outputs
         inputs["train_prm"].append(model_input(params.prm.backbone, "prm.backbone"))
     return inputs
 

@@ -208,3 +208,38 @@ def test_likelihood_prm_trains_nothing_and_scores_with_the_policy(iteration, mon
     assert sum(got, []) == pytest.approx(sum(expected, []), rel=1e-5)
     metrics = json.loads((root / "metrics/it3/score.json").read_text())
     assert metrics["prm_kind"] == "likelihood"
+
+
+def test_prm_backbone_verifier_trains_from_the_verifier_stage_model(iteration, monkeypatch):
+    """prm.backbone 'verifier': the verifier stage trains SFT to the end of its schedule on
+    every gold solution (no stop rule, no held-out questions), and train_prm starts from it;
+    with any other backbone the stage writes only placeholders (iteration 2: 1's labels)."""
+    from safetensors.torch import load_file
+
+    root, _ = iteration
+    monkeypatch.chdir(root)
+    result = run("verifier")  # params.yaml: prm.backbone 'policy'
+    assert result.exit_code == 0, result.output
+    assert "verifier: skipped (prm.backbone is 'policy', not 'verifier')" in result.output
+    assert [p.name for p in (root / "models/verifier").iterdir()] == ["SKIPPED.json"]
+    assert "skipped" in json.loads((root / "metrics/verifier/metrics.json").read_text())
+
+    tiny_params(root / "verifier.yaml", **{**LOOP, "prm": {**LOOP["prm"], "backbone": "verifier"},
+                                           "sft": {"stop_at_accuracy": 1.0, "val_questions": 5},
+                                           "verifier": {"epochs": 1.0, "learning_rate": 0.01}})
+    result = run("verifier", "--params", "verifier.yaml")
+    assert result.exit_code == 0, result.output
+    assert "verifier: trained on 48 solutions for 1 epochs -> models/verifier" in result.output
+    assert json.loads((root / "metrics/verifier/accuracy_curve.json").read_text()) == []
+    trained = load_file(root / "models/verifier/model.safetensors")
+    base = load_file(root / "models/base/model.safetensors")
+    assert any(not (trained[name] == base[name]).all() for name in base)
+
+    (root / "data/it2").mkdir(exist_ok=True)  # train_prm reads only the step labels
+    (root / "data/it2/step_labels.parquet").write_bytes(
+        (root / "data/it1/step_labels.parquet").read_bytes())
+    result = run("train_prm", "--iteration", "2", "--policy", "models/it1/policy",
+                 "--params", "verifier.yaml")
+    assert result.exit_code == 0, result.output
+    assert json.loads((root / "models/it2/prm/prm.json").read_text())["backbone"] == \
+        "models/verifier"

@@ -146,12 +146,14 @@ def test_every_subcommand_has_help():
 
 
 def test_a_light_stage_does_not_import_torch():
-    """Stages are imported lazily: `sipf prefs` must not pay for torch and transformers."""
+    """Stages are imported lazily: `sipf prefs` must not pay for torch and transformers, nor
+    `sipf verifier` when it only writes its placeholder."""
     import subprocess
     import sys
 
     code = ("import sys; from click.testing import CliRunner; from sipf.cli import main; "
             "CliRunner().invoke(main, ['prefs', '--help']); "
+            "CliRunner().invoke(main, ['verifier', '--help']); "
             "print('torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -677,7 +677,7 @@ def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: s
     with atomic_path(out_dir, directory=True) as tmp:
         if isinstance(model, TokenPrm):
             save_weights(model.lm, tmp)
-            calibration = [float(x) for x in model.calibration]
+            calibration = model.calibration.detach().tolist()
         else:
             save_weights(model, tmp)
             calibration = None

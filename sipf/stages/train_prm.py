@@ -44,7 +44,9 @@ def main(stage: LoopStage) -> None:
     cfg = params.prm
     seed_everything(cfg.seed)
     source_k, backbone = (1, str(layout.M0)) if cfg.mode == "offline" else (stage.k, stage.policy)
-    if cfg.backbone != "policy":
+    if cfg.backbone == "verifier":
+        backbone = str(layout.VERIFIER)
+    elif cfg.backbone != "policy":
         backbone = cfg.backbone
     examples = build_examples(labelled_paths(source_k, cfg.label), prm_prompt_style(params))
     with atomic_path(it.live_dir("prm"), directory=True) as live_dir:  # with the PRM
