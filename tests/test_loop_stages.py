@@ -211,9 +211,9 @@ def test_likelihood_prm_trains_nothing_and_scores_with_the_policy(iteration, mon
 
 
 def test_prm_backbone_verifier_trains_from_the_verifier_stage_model(iteration, monkeypatch):
-    """prm.backbone 'verifier': the verifier stage trains SFT to the end of its schedule on
-    every gold solution (no stop rule, no held-out questions), and train_prm starts from it;
-    with any other backbone the stage writes only placeholders (iteration 2: 1's labels)."""
+    """prm.backbone 'verifier': the verifier stage runs M0's SFT again, the same steps until
+    M0's stop, then on to verifier.stop_at_accuracy, and train_prm starts from it; with any
+    other backbone the stage writes only placeholders (iteration 2: iteration 1's labels)."""
     from safetensors.torch import load_file
 
     root, _ = iteration
@@ -224,16 +224,30 @@ def test_prm_backbone_verifier_trains_from_the_verifier_stage_model(iteration, m
     assert [p.name for p in (root / "models/verifier").iterdir()] == ["SKIPPED.json"]
     assert "skipped" in json.loads((root / "metrics/verifier/metrics.json").read_text())
 
-    tiny_params(root / "verifier.yaml", **{**LOOP, "prm": {**LOOP["prm"], "backbone": "verifier"},
-                                           "sft": {"stop_at_accuracy": 1.0, "val_questions": 5},
-                                           "verifier": {"epochs": 1.0, "learning_rate": 0.01}})
+    backbone = {"prm": {**LOOP["prm"], "backbone": "verifier"}}
+    tiny_params(root / "no_stop.yaml", **{**LOOP, **backbone})  # tiny sft: no stop rule
+    result = run("verifier", "--params", "no_stop.yaml")
+    assert result.exit_code == 1
+    assert "needs sft.stop_at_accuracy > 0" in result.output
+    assert [p.name for p in (root / "models/verifier").iterdir()] == ["SKIPPED.json"]
+
+    # M0's stop at 0.5 validation accuracy, never reached in 6 steps: its run and the
+    # verifier's are the same steps, so the same weights
+    tiny_params(root / "verifier.yaml",
+                **{**LOOP, **backbone, "sft": {"stop_at_accuracy": 0.5, "val_questions": 5}})
+    assert run("sft", "--params", "verifier.yaml", "--out", "models/sft_stop",
+               "--live-dir", "metrics/sft_stop").exit_code == 0
     result = run("verifier", "--params", "verifier.yaml")
     assert result.exit_code == 0, result.output
-    assert "verifier: trained on 48 solutions for 1 epochs -> models/verifier" in result.output
-    assert json.loads((root / "metrics/verifier/accuracy_curve.json").read_text()) == []
-    trained = load_file(root / "models/verifier/model.safetensors")
+    assert "verifier: trained on 43 solutions (M0's run, on to validation accuracy 1)" \
+        in result.output
+    assert all(point["val"] is not None
+               for point in json.loads((root / "metrics/verifier/accuracy_curve.json").read_text()))
+    verifier = load_file(root / "models/verifier/model.safetensors")
+    m0 = load_file(root / "models/sft_stop/model.safetensors")
+    assert set(verifier) == set(m0) and all((verifier[n] == m0[n]).all() for n in m0)
     base = load_file(root / "models/base/model.safetensors")
-    assert any(not (trained[name] == base[name]).all() for name in base)
+    assert any(not (verifier[n] == base[n]).all() for n in base)
 
     (root / "data/it2").mkdir(exist_ok=True)  # train_prm reads only the step labels
     (root / "data/it2/step_labels.parquet").write_bytes(

@@ -1,9 +1,10 @@
 """Stage `verifier`: the PRM's backbone when `prm.backbone` is 'verifier' (models/verifier).
 
 The paper initialises its verifier from a stronger math model than the policy. Offline there
-is none, so this trains one: SFT from the base model on every gold solution, run to the end
-of its schedule (M0 stops early, at `sft.stop_at_accuracy`). With any other `prm.backbone`
-the stage writes a placeholder in a second, since DVC needs its output either way.
+is none, so this trains one: M0's SFT run again (same recipe, seed and held-out questions, so
+the same steps up to M0's stop), carried on to `verifier.stop_at_accuracy` or the end of its
+schedule. With any other `prm.backbone` the stage writes a placeholder in a second, since DVC
+needs its output either way.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sipf.storage import atomic_path, outputs_together, write_json
 @params_option
 @clear_errors
 def main(params_path: str) -> None:
-    """SFT to the end of the schedule -> models/verifier (with prm.backbone 'verifier')."""
+    """M0's SFT carried on -> models/verifier (with prm.backbone 'verifier')."""
     params = load_params(params_path)
     out, live_dir = layout.VERIFIER, layout.VERIFIER_METRICS
     if params.prm.backbone != "verifier":
@@ -38,4 +39,5 @@ def main(params_path: str) -> None:
 
     cfg = params.verifier.sft_config(params.sft)
     n = train_on_gold(params, cfg, str(layout.BASE), str(out), str(live_dir))
-    click.echo(f"verifier: trained on {n} solutions for {cfg.epochs:g} epochs -> {out}")
+    click.echo(f"verifier: trained on {n} solutions (M0's run, on to validation accuracy "
+               f"{cfg.stop_at_accuracy:g}) -> {out}")
