@@ -18,6 +18,8 @@ held-out paths; reported (sipf.pipeline.reward_metrics): step AUC against the or
 one (question, step index) and over all steps, and how often the right path's reward beats
 the wrong one's, beside the untrained baselines on the same paths: the step index alone, the
 policy's own likelihood (`prm.kind: likelihood`, min_digit) and the oracle labels as rewards.
+``--backbone DIR`` trains the PRMs from another model (another seed's M0, models/verifier) and
+adds its untrained likelihood to the baselines: is the backbone, not the labels, the limit?
 Writes ``--out``/results.json and prints a Markdown table.
 """
 
@@ -93,9 +95,12 @@ def mc_labels(params: Any, paths: list[dict], records: dict, prompts: dict, earl
               help="Monte-Carlo labels with simulate.early_stop (same hard labels, fewer rollouts).")
 @click.option("--kinds", default="", help="PRM kinds to train, comma-separated, each "
               "optionally KIND@LEARNING_RATE (default: params.yaml's prm.kind and rate).")
+@click.option("--backbone", default="", help="The PRMs' starting weights, a model directory "
+              "such as another seed's M0 or models/verifier (default: M0, the policy); its "
+              "untrained likelihood joins the baselines. Rollouts always come from M0.")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
-         out: str) -> None:
+         backbone: str, out: str) -> None:
     params = load_params("params.yaml")
     cfg = params.prm
     recipes = [dataclasses.replace(cfg, kind=kind, **({"learning_rate": float(rate)}
@@ -133,19 +138,27 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
     likelihood = likelihood_step_scores(policy, tokenizer, [prompts[q] for q in questions],
                                         steps, batch_size=cfg.batch_size, reduce="min_digit")
     del policy
+    start = backbone or str(layout.M0)
+    baselines = [("likelihood min_digit", likelihood)]
+    if backbone:  # the backbone read untrained, as kind lm_tokens starts
+        other = load_policy(backbone, layout.BASE, params.model, merged=True)
+        baselines.append((f"likelihood min_digit of {backbone}", likelihood_step_scores(
+            other, tokenizer, [prompts[q] for q in questions], steps,
+            batch_size=cfg.batch_size, reduce="min_digit")))
+        del other
     results: dict[str, Any] = {
         "held_out_questions": len(set(questions)), "held_out_paths": len(test),
-        "candidate_paths": len(candidates), "prm": dataclasses.asdict(cfg),
+        "candidate_paths": len(candidates), "prm": dataclasses.asdict(cfg), "backbone": start,
         "mc_label_agreement_with_oracle": (
             sum(a == b for p in draw for a, b in zip(labels["mc"][p["path_id"]],
                                                       labels["oracle"][p["path_id"]]))
             / sum(len(labels["oracle"][p["path_id"]]) for p in draw)) if "mc" in labels else None,
         "baselines": {}, "curve": []}
-    # the running min (a step after a wrong one is wrong) as kind lm_tokens reads steps
-    running = [list(itertools.accumulate(s, min)) for s in likelihood]
-    for name, scores in (("likelihood min_digit", likelihood),
-                         ("likelihood min_digit, running min", running),
-                         ("oracle labels", truth)):
+    # as is, and as a running min (a step after a wrong one is wrong: how lm_tokens reads)
+    scored = [entry for name, scores in baselines for entry in (
+        (name, scores), (f"{name}, running min",
+                         [list(itertools.accumulate(s, min)) for s in scores]))]
+    for name, scores in (*scored, ("oracle labels", truth)):
         results["baselines"][name] = reward_report(
             questions, outcomes, scores, [aggregate(s, cfg.aggregate) for s in scores],
             cfg.aggregate, oracle=truth)
@@ -157,14 +170,14 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
             for n in counts:
                 _point(recipe, params.model, source, n, by_size[n], labels, records,
                        tokenizer, style, directory, questions, outcomes, steps, truth, oracle,
-                       results)
+                       results, start)
     click.echo(table(results))
 
 
 def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], labels: dict,
            records: dict, tokenizer: Any, style: str | None, directory: Path, questions: list,
            outcomes: list, steps: list, truth: list, oracle: Any,
-           results: dict[str, Any]) -> None:
+           results: dict[str, Any], backbone: str) -> None:
     """Train one PRM of recipe ``cfg`` on ``paths`` and add its point to ``results``."""
     rows = [{"path_id": p["path_id"], "question_id": p["question_id"],
              "question": records[p["question_id"]].question, "steps": list(p["steps"]),
@@ -172,7 +185,7 @@ def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], lab
     seed_everything(cfg.seed)
     started = time.perf_counter()
     model_dir = directory / f"{cfg.kind}-{source}-{n}"
-    metrics = train_prm(layout.M0, tokenizer, build_examples(rows, style), cfg, model_dir,
+    metrics = train_prm(backbone, tokenizer, build_examples(rows, style), cfg, model_dir,
                         model_cfg=model_cfg)
     train_s = time.perf_counter() - started
     model, prm_tokenizer = load_prm(model_dir)
@@ -211,7 +224,8 @@ def table(results: dict[str, Any]) -> str:
     def cell(value: float | None) -> str:
         return "–" if value is None else f"{100 * value:.1f}"
 
-    lines = ["| PRM | labelled paths (questions) | step AUC within (q, index) | step AUC | "
+    lines = [f"PRMs trained from {results.get('backbone', 'models/sft')}.", "",
+             "| PRM | labelled paths (questions) | step AUC within (q, index) | step AUC | "
              "right above wrong | on its training paths: AUC within, right above wrong | "
              "train s |", "|---|---|---|---|---|---|---|"]
     for p in results["curve"]:
