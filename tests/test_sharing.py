@@ -312,7 +312,7 @@ def where(s3: S3Server) -> str:
 
 
 def test_a_runs_the_loop_through_iteration_2(team):
-    assert team["ran"] == ["inputs", "prepare", "base", "sft", *(f"{stage}@it{k}" for k in (1, 2) for stage in (
+    assert team["ran"] == ["inputs", "prepare", "base", "sft", "verifier", *(f"{stage}@it{k}" for k in (1, 2) for stage in (
         "sample", "simulate", "train_prm", "score", "prefs", "align")), "evaluate_it@it2"]
     assert team["exp_ran"] == ["inputs", "align@it1"]
 
