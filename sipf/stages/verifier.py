@@ -33,11 +33,11 @@ def main(params_path: str) -> None:
                 write_json({"skipped": reason}, tmp / "metrics.json")
         click.echo(f"verifier: skipped ({reason})")
         return
+    cfg = params.verifier.sft_config(params.sft)  # refuses before any process starts
     if run_distributed(params):
         return
     from sipf.stages.sft import train_on_gold  # torch: only when there is a model to train
 
-    cfg = params.verifier.sft_config(params.sft)
     n = train_on_gold(params, cfg, str(layout.BASE), str(out), str(live_dir))
     click.echo(f"verifier: trained on {n} solutions (M0's run, on to validation accuracy "
                f"{cfg.stop_at_accuracy:g}) -> {out}")
