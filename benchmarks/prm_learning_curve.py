@@ -134,18 +134,17 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
     steps = [list(p["steps"]) for p in test]
     truth = [oracle(p) for p in test]
     tokenizer = load_tokenizer(layout.BASE)
-    policy = load_policy(layout.M0, layout.BASE, params.model, merged=True)
-    likelihood = likelihood_step_scores(policy, tokenizer, [prompts[q] for q in questions],
-                                        steps, batch_size=cfg.batch_size, reduce="min_digit")
-    del policy
+
+    def untrained(model_dir: str | Path) -> list[list[float]]:
+        """Each held-out step's min digit log-prob under ``model_dir`` (`prm.kind: likelihood`)."""
+        model = load_policy(model_dir, layout.BASE, params.model, merged=True)
+        return likelihood_step_scores(model, tokenizer, [prompts[q] for q in questions], steps,
+                                      batch_size=cfg.batch_size, reduce="min_digit")
+
     start = backbone or str(layout.M0)
-    baselines = [("likelihood min_digit", likelihood)]
+    baselines = [("likelihood min_digit", untrained(layout.M0))]
     if backbone:  # the backbone read untrained, as kind lm_tokens starts
-        other = load_policy(backbone, layout.BASE, params.model, merged=True)
-        baselines.append((f"likelihood min_digit of {backbone}", likelihood_step_scores(
-            other, tokenizer, [prompts[q] for q in questions], steps,
-            batch_size=cfg.batch_size, reduce="min_digit")))
-        del other
+        baselines.append((f"likelihood min_digit of {backbone}", untrained(backbone)))
     results: dict[str, Any] = {
         "held_out_questions": len(set(questions)), "held_out_paths": len(test),
         "candidate_paths": len(candidates), "prm": dataclasses.asdict(cfg), "backbone": start,

@@ -145,15 +145,19 @@ def test_every_subcommand_has_help():
     assert "No such command 'nope'" in run("nope").output
 
 
-def test_a_light_stage_does_not_import_torch():
+def test_a_light_stage_does_not_import_torch(tmp_path):
     """Stages are imported lazily: `sipf prefs` must not pay for torch and transformers, nor
-    `sipf verifier` when it only writes its placeholder."""
+    `sipf verifier` when it only writes its placeholder (the default prm.backbone)."""
     import subprocess
     import sys
 
+    (tmp_path / "params.yaml").write_text("{}\n")  # every default
     code = ("import sys; from click.testing import CliRunner; from sipf.cli import main; "
             "CliRunner().invoke(main, ['prefs', '--help']); "
-            "CliRunner().invoke(main, ['verifier', '--help']); "
+            "r = CliRunner().invoke(main, ['verifier']); print(r.exit_code, r.output.strip()); "
             "print('torch' in sys.modules, 'transformers' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False"]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tmp_path)
+    assert out.stdout.splitlines() == [
+        "0 verifier: skipped (prm.backbone is 'policy', not 'verifier')", "False False"]
+    assert (tmp_path / "models/verifier/SKIPPED.json").is_file()
