@@ -71,9 +71,41 @@ def test_prm_scores_and_pairs(iteration):
     score = json.loads((root / "metrics/it1/score.json").read_text())
     assert "prm_step_accuracy_vs_oracle" in score
     assert 0.0 <= score["right_above_wrong"] <= 1.0  # every question has a right and a wrong
+    # the PRM names the questions it trained on; score also reports on the others' paths
+    meta = json.loads((root / "models/it1/prm/prm.json").read_text())
+    labelled = {r["question_id"]
+                for r in pq.read_table(root / "data/it1/step_labels.parquet").to_pylist()}
+    assert set(meta["questions"]) == labelled
+    assert "unseen_paths" not in score  # every question here was labelled
     pairs = pq.read_table(root / "data/it1/prefs.parquet").to_pylist()
     assert pairs and all(p["chosen_reward"] - p["rejected_reward"] >= 1e-9 for p in pairs)
     assert all(p["iteration"] == 1 and p["prompt"].startswith("Q: ") for p in pairs)
+
+
+def test_score_reports_apart_the_questions_the_prm_never_trained_on(iteration, tmp_path,
+                                                                     monkeypatch):
+    """The PRM's own training paths flatter it: score gives the same metrics again over
+    the paths of questions its prm.json does not list (here, in a copy of the project,
+    as if it had trained on one question only)."""
+    import shutil
+    root = tmp_path / "project"
+    shutil.copytree(iteration[0], root)
+    monkeypatch.chdir(root)
+    meta_file = root / "models/it1/prm/prm.json"
+    meta = json.loads(meta_file.read_text())
+    kept = sorted(meta["questions"])[:1]
+    meta_file.write_text(json.dumps({**meta, "questions": kept}))
+    result = run("score", "--iteration", "1", "--policy", "models/sft")
+    assert result.exit_code == 0, result.output
+    scores = pq.read_table(root / "data/it1/scores.parquet").to_pylist()
+    unseen = [s for s in scores if s["question_id"] not in kept]
+    score = json.loads((root / "metrics/it1/score.json").read_text())
+    assert 0 < score["unseen_paths"] == len(unseen) < len(scores)
+    # every question has a right and a wrong path, so each ranking is measured
+    for key in ("unseen_right_above_wrong", "unseen_likelihood_right_above_wrong",
+                "unseen_step_auc_within_question_and_index"):
+        assert 0.0 <= score[key] <= 1.0
+    assert f"on the {len(unseen)} paths of questions the PRM never saw" in result.output
 
 
 def test_align_writes_a_loadable_adapter_and_logs_log_probabilities(iteration):

@@ -20,9 +20,9 @@ from sipf.models import save_policy
 from sipf.pipeline.prm import (LABEL_TOKENS, PrmCollator, PrmTrainer, _BestEpoch,
                                _token_classifier, aggregate, build_examples,
                                closing_token_positions, encode, format_path, label_token_ids,
-                               likelihood_step_scores, load_prm, prm_loss, ranking_accuracy,
-                               read_meta, score_steps, split_questions, start_from_lm_head,
-                               step_accuracy, train_prm)
+                               likelihood_step_scores, load_prm, pair_wins, prm_loss,
+                               ranking_accuracy, read_meta, score_steps, split_questions,
+                               start_from_lm_head, step_accuracy, train_prm)
 from sipf.pipeline.token_prm import TokenPrm, encode_example, encode_steps, fit_calibration
 from tests.helpers import tiny_model
 
@@ -339,6 +339,8 @@ def test_ranking_accuracy_counts_right_over_wrong_pairs_within_a_question():
     rewards = [0.9, 0.5, 0.9, 0.1, 0.2, 0.7]
     assert ranking_accuracy(questions, outcomes, rewards) == pytest.approx((1 + 0.5 + 0) / 3)
     assert ranking_accuracy(["q"], [True], [0.3]) is None
+    # the same pairs kept per question (q2 has none), for resampling questions
+    assert pair_wins(questions, outcomes, rewards) == {"q1": [1.0, 0.5], "q3": [0.0]}
 
 
 def test_reward_metrics_against_their_baselines():

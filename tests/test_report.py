@@ -78,7 +78,8 @@ def test_star_reports_its_best_iteration_and_skipped_models_count_as_absent():
 
 def test_reward_model_table_compares_prm_and_orm_against_the_oracle():
     score = {1: {"prm_step_accuracy_vs_oracle": 0.7, "step_index_only_accuracy": 0.55,
-                 "right_above_wrong": 0.5}}
+                 "right_above_wrong": 0.5, "unseen_right_above_wrong": 0.4,
+                 "unseen_likelihood_right_above_wrong": None}}
     runs = [fake_run("sipf", 0, 0.5, score=score),
             fake_run("siof", 0, 0.5, score={1: {"prm_step_accuracy_vs_oracle": 0.6,
                                                 "right_above_wrong": 0.45}})]
@@ -88,6 +89,9 @@ def test_reward_model_table_compares_prm_and_orm_against_the_oracle():
     assert cells["PRM: right above wrong (%)"] == "50.0"
     assert cells["ORM: right above wrong (%)"] == "45.0"
     assert cells["policy likelihood: right above wrong (%)"] == "–"  # not measured
+    # on the questions the PRM never trained on; None (no mixed question there) is no value
+    assert cells["PRM: right above wrong, questions it never trained on (%)"] == "40.0"
+    assert cells["policy likelihood: the same (%)"] == "–"
 
 
 def test_claims_hold_seed_by_seed_on_the_seeds_both_sides_have():

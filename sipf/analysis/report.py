@@ -210,7 +210,7 @@ def _score_metric(k: int, key: str) -> Callable[[Run], float | None]:
     """``key`` of a run's metrics/it<k>/score.json (the arith oracle's), None if absent."""
     def read(run: Run) -> float | None:
         metrics = run.json(layout.Iteration(k).stage_metrics("score").as_posix())
-        return float(metrics[key]) if metrics and key in metrics else None
+        return float(metrics[key]) if metrics and metrics.get(key) is not None else None
     return read
 
 
@@ -283,6 +283,8 @@ REWARD_COLUMNS = (
     ("ORM: right above wrong", "right_above_wrong", "siof"),
     ("policy likelihood: right above wrong", "likelihood_right_above_wrong", "sipf"),
     ("oracle labels: right above wrong", "oracle_right_above_wrong", "sipf"),
+    ("PRM: right above wrong, questions it never trained on", "unseen_right_above_wrong", "sipf"),
+    ("policy likelihood: the same", "unseen_likelihood_right_above_wrong", "sipf"),
     ("PRM: shorter path wins", "shorter_path_wins", "sipf"),
 )
 

@@ -25,7 +25,7 @@ import math
 import random
 import tempfile
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -355,21 +355,26 @@ def step_accuracy(scores: Sequence[Sequence[float]], labels: Sequence[Sequence[f
     return sum((s > 0.5) == (y > 0.5) for s, y in pairs) / len(pairs)
 
 
+def pair_wins(question_ids: Sequence[Any], outcomes: Sequence[bool],
+              rewards: Sequence[float]) -> dict[Any, list[float]]:
+    """Per question with both outcomes, each (right, wrong) pair of its paths scored 1 when the
+    right path has the higher reward, 0.5 on a tie, 0 otherwise (kept per question so that a
+    benchmark can resample questions)."""
+    by_question: dict[Any, tuple[list[float], list[float]]] = {}
+    for question, outcome, reward in zip(question_ids, outcomes, rewards):
+        by_question.setdefault(question, ([], []))[0 if outcome else 1].append(reward)
+    return {question: [1.0 if r > w else 0.5 if r == w else 0.0 for r in right for w in wrong]
+            for question, (right, wrong) in by_question.items() if right and wrong}
+
+
 def ranking_accuracy(question_ids: Sequence[Any], outcomes: Sequence[bool],
                      rewards: Sequence[float]) -> float | None:
     """Over every (right, wrong) pair of paths of the same question, the fraction whose right
     path has the higher reward (ties count half): what the pairs need from a reward model, and
     0.5 for one that cannot tell. None when no question has both a right and a wrong path."""
-    by_question: dict[Any, tuple[list[float], list[float]]] = {}
-    for question, outcome, reward in zip(question_ids, outcomes, rewards):
-        by_question.setdefault(question, ([], []))[0 if outcome else 1].append(reward)
-    pairs = wins = 0.0
-    for right, wrong in by_question.values():
-        for r in right:
-            for w in wrong:
-                pairs += 1
-                wins += 1.0 if r > w else 0.5 if r == w else 0.0
-    return wins / pairs if pairs else None
+    wins = pair_wins(question_ids, outcomes, rewards).values()
+    pairs = sum(map(len, wins))
+    return sum(map(sum, wins)) / pairs if pairs else None
 
 
 # ----------------------------------------------------------------------------- model
@@ -658,7 +663,8 @@ def train_prm(backbone_dir: str | Path, tokenizer: PreTrainedTokenizerBase,
         trainer.train()
     best_epoch = epoch_end.best.epoch or len(epoch_end.per_epoch)  # no validation: the last
     epoch_end.best.restore(trainer.model)
-    _save(trainer.model, tokenizer, out_dir, backbone_dir, cfg, model_cfg, quantized)
+    _save(trainer.model, tokenizer, out_dir, backbone_dir, cfg, model_cfg, quantized,
+          questions=train_ids | val_ids)
     best_accuracy = epoch_end.per_epoch[best_epoch - 1].get("val_step_accuracy")
     if live is not None:  # the summary otherwise shows the last epoch, not the kept one
         live.summary.update(best_epoch=best_epoch, best_val_step_accuracy=best_accuracy)
@@ -672,7 +678,7 @@ def train_prm(backbone_dir: str | Path, tokenizer: PreTrainedTokenizerBase,
 
 def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path,
           backbone_dir: str | Path, cfg: PrmConfig, model_cfg: ModelConfig,
-          quantized: bool) -> None:
+          quantized: bool, questions: Iterable[str] = ()) -> None:
     """Model (or adapter + head), tokenizer and the metadata load_prm needs, atomically."""
     with atomic_path(out_dir, directory=True) as tmp:
         if isinstance(model, TokenPrm):
@@ -682,15 +688,17 @@ def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: s
             save_weights(model, tmp)
             calibration = None
         tokenizer.save_pretrained(tmp)
-        _write_meta(tmp, backbone_dir, cfg, model_cfg, quantized, calibration)
+        _write_meta(tmp, backbone_dir, cfg, model_cfg, quantized, calibration, questions)
 
 
 def _write_meta(directory: Path, backbone_dir: str | Path, cfg: PrmConfig,
                 model_cfg: ModelConfig, quantized: bool,
-                calibration: list[float] | None = None) -> None:
+                calibration: list[float] | None = None, questions: Iterable[str] = ()) -> None:
+    # questions: those whose paths trained or picked the PRM, so that `score` can also
+    # report on the paths of questions it never saw (its training paths flatter it)
     meta = {"kind": _KIND, "prm_kind": cfg.kind, "backbone": str(backbone_dir),
             "lora": cfg.lora, "load_in_4bit": quantized, "dtype": model_cfg.dtype,
-            "config": dataclasses.asdict(cfg)}
+            "config": dataclasses.asdict(cfg), "questions": sorted(questions, key=str)}
     if calibration is not None:  # kind lm_tokens: P(correct) = sigmoid(a + b · r)
         meta["calibration"] = calibration
     (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

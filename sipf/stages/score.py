@@ -1,6 +1,8 @@
 """Stage `score@itk`: the PRM (or ORM) scores every step of every sampled path; path reward.
 
-Methods without a reward model (feedback: none) reward a path with its outcome.
+Methods without a reward model (feedback: none) reward a path with its outcome. The PRM's
+metrics are given twice: over every path, and (``unseen_*``) over the paths of questions the
+PRM did not train on, since its own training paths are among those it scores.
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ from sipf.pipeline.reward_metrics import reward_report
 from sipf.stages.common import LoopStage, check_ids, loop_stage, read_rows, train_records_by_id
 from sipf.storage import write_json, write_parquet
 from sipf.tasks.registry import task_named
+
+
+# what score.json also reports on the paths of questions the PRM never trained on
+UNSEEN_KEYS = ("right_above_wrong", "likelihood_right_above_wrong",
+               "step_auc_within_question_and_index")
 
 
 @loop_stage("score")
@@ -62,6 +69,18 @@ def main(stage: LoopStage) -> None:
                      "prm_kind": meta["prm_kind"], **reward_report(
         [r["question_id"] for r in rows], [bool(r["outcome"]) for r in rows], scores,
         [r["reward"] for r in rows], cfg.aggregate, oracle=oracle, likelihoods=likelihoods)}
+    # The PRM trained on some of these questions' paths: the same numbers on the others'
+    # paths, where it is not flattered (a PRM that trained nothing has seen none).
+    seen = set(meta.get("questions", ()))
+    unseen = [i for i, r in enumerate(rows) if r["question_id"] not in seen]
+    if seen and unseen:
+        part = reward_report(
+            [rows[i]["question_id"] for i in unseen], [bool(rows[i]["outcome"]) for i in unseen],
+            [scores[i] for i in unseen], [rows[i]["reward"] for i in unseen], cfg.aggregate,
+            oracle=None if oracle is None else [oracle[i] for i in unseen],
+            likelihoods=[likelihoods[i] for i in unseen])
+        metrics["unseen_paths"] = len(unseen)
+        metrics.update({f"unseen_{key}": part.get(key) for key in UNSEEN_KEYS})
     if oracle is not None:
         metrics["prm_step_accuracy_vs_oracle"] = step_accuracy(scores, oracle)
         metrics["oracle_correct_step_fraction"] = (
@@ -84,4 +103,12 @@ def _summary(metrics: dict) -> str:
                  f"(question, index) {shown('step_auc_within_question_and_index')}, over all "
                  f"{shown('step_auc_vs_oracle')} vs step index only "
                  f"{shown('step_index_only_auc')}")
-    return line + f"; shorter path wins {shown('shorter_path_wins')}"
+    line += f"; shorter path wins {shown('shorter_path_wins')}"
+    if metrics.get("unseen_right_above_wrong") is not None:
+        line += (f"; on the {metrics['unseen_paths']} paths of questions the PRM never saw: "
+                 f"PRM {shown('unseen_right_above_wrong')}, likelihood "
+                 f"{shown('unseen_likelihood_right_above_wrong')}")
+    elif "unseen_paths" in metrics:  # simulate labels the questions with both outcomes first
+        line += ("; every (right, wrong) pair is of a question the PRM trained on (fresh "
+                 "ones: benchmarks/prm_vs_likelihood.py)")
+    return line
