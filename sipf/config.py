@@ -549,8 +549,11 @@ class PrmConfig:
                             "log-probs reduce: the 'min' or 'mean' over the step's tokens, or "
                             "'min_digit' (the min over tokens holding a digit; a step without "
                             "one reduces by 'min'); 'likelihood' scores exp of it. On the arith "
-                            "BPE run of 2026-12-02 min_digit ranked best: step AUC within "
-                            "(question, index) 0.76 vs 0.74 (mean) and 0.70 (min).", "min_digit")
+                            "BPE run of 2026-12-02 min_digit ranked best untrained: step AUC "
+                            "within (question, index) 0.76 vs 0.74 (mean) and 0.70 (min). "
+                            "Trained (lm_tokens) and measured on fresh questions, 'mean' is "
+                            "better on seeds 0-2 (88.6 / 74.7 / 92.6 against 85.9 / 74.2 / "
+                            "78.0): the candidate default (docs/findings.md).", "min_digit")
     backbone: str = _help("Initial weights: 'policy' (the current policy's weights; the stage "
                           "passes its directory), 'verifier' (the `verifier` stage's model, "
                           "the paper's design: a stronger model than the policy), a hub id, a "
