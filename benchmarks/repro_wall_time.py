@@ -78,7 +78,8 @@ def main() -> None:
     for name in names:
         cells = [f"{s[name]:.1f}" if name in s else "–" for s, _, _ in runs.values()]
         print(f"| {name} | " + " | ".join(cells) + " |")
-    print("| **total** | " + " | ".join(f"**{t:.1f}** (rc {rc})" for _, t, rc in runs.values()) + " |")
+    totals = [f"**{t:.1f}** (rc {rc})" for _, t, rc in runs.values()]
+    print("| **total** | " + " | ".join(totals) + " |")
 
 
 if __name__ == "__main__":

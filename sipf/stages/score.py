@@ -65,20 +65,25 @@ def main(stage: LoopStage) -> None:
     oracle_of = task_named(params.prepare.task).step_oracle
     oracle = None if oracle_of is None else [
         [float(x) for x in oracle_of(records[p["question_id"]], s)] for p, s in zip(paths, steps)]
+    columns = {"question_ids": [r["question_id"] for r in rows],
+               "outcomes": [bool(r["outcome"]) for r in rows], "step_scores": scores,
+               "rewards": [r["reward"] for r in rows], "oracle": oracle,
+               "likelihoods": likelihoods}
+
+    def report_on(keep: list[int]) -> dict:
+        """reward_report over the paths at ``keep``."""
+        return reward_report(how=cfg.aggregate, **{
+            name: None if values is None else [values[i] for i in keep]
+            for name, values in columns.items()})
+
     metrics: dict = {"paths": len(rows), "aggregate": cfg.aggregate,
-                     "prm_kind": meta["prm_kind"], **reward_report(
-        [r["question_id"] for r in rows], [bool(r["outcome"]) for r in rows], scores,
-        [r["reward"] for r in rows], cfg.aggregate, oracle=oracle, likelihoods=likelihoods)}
+                     "prm_kind": meta["prm_kind"], **report_on(list(range(len(rows))))}
     # The PRM trained on some of these questions' paths: the same numbers on the others'
     # paths, where it is not flattered (a PRM that trained nothing has seen none).
     seen = set(meta.get("questions", ()))
     unseen = [i for i, r in enumerate(rows) if r["question_id"] not in seen]
     if seen and unseen:
-        part = reward_report(
-            [rows[i]["question_id"] for i in unseen], [bool(rows[i]["outcome"]) for i in unseen],
-            [scores[i] for i in unseen], [rows[i]["reward"] for i in unseen], cfg.aggregate,
-            oracle=None if oracle is None else [oracle[i] for i in unseen],
-            likelihoods=[likelihoods[i] for i in unseen])
+        part = report_on(unseen)
         metrics["unseen_paths"] = len(unseen)
         metrics.update({f"unseen_{key}": part.get(key) for key in UNSEEN_KEYS})
     if oracle is not None:
