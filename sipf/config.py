@@ -546,14 +546,13 @@ class PrmConfig:
                       "baseline: the sampling policy's own token probabilities over the step, "
                       "reduced by prm.likelihood).", "lm_tokens")
     likelihood: str = _help("With kinds 'likelihood' and 'lm_tokens', how a step's token "
-                            "log-probs reduce: the 'min' or 'mean' over the step's tokens, or "
+                            "log-probs reduce: the 'mean' or 'min' over the step's tokens, or "
                             "'min_digit' (the min over tokens holding a digit; a step without "
-                            "one reduces by 'min'); 'likelihood' scores exp of it. On the arith "
-                            "BPE run of 2026-12-02 min_digit ranked best untrained: step AUC "
-                            "within (question, index) 0.76 vs 0.74 (mean) and 0.70 (min). "
-                            "Trained (lm_tokens) and measured on fresh questions, 'mean' is "
-                            "better on seeds 0-2 (88.6 / 74.7 / 92.6 against 85.9 / 74.2 / "
-                            "78.0): the candidate default (docs/findings.md).", "min_digit")
+                            "one reduces by 'min'); 'likelihood' scores exp of it. Trained "
+                            "(lm_tokens) and measured on fresh questions of arith, 'mean' is "
+                            "better than 'min_digit' on seeds 0-2: step AUC within (question, "
+                            "index) 88.6 / 74.7 / 92.6 against 85.9 / 74.2 / 78.0 "
+                            "(docs/findings.md, 2026-12-03).", "mean")
     backbone: str = _help("Initial weights: 'policy' (the current policy's weights; the stage "
                           "passes its directory), 'verifier' (the `verifier` stage's model, "
                           "the paper's design: a stronger model than the policy), a hub id, a "
