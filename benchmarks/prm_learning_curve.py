@@ -17,7 +17,11 @@ draw; ``--early-stop`` draws fewer rollouts for the same hard labels). Every PRM
 held-out paths; reported (sipf.pipeline.reward_metrics): step AUC against the oracle within
 one (question, step index) and over all steps, and how often the right path's reward beats
 the wrong one's, beside the untrained baselines on the same paths: the step index alone, the
-policy's own likelihood (`prm.kind: likelihood`, min_digit) and the oracle labels as rewards.
+policy's own likelihood read step by step (`prm.kind: likelihood`, reduced by `prm.likelihood`),
+the oracle labels as rewards, and the issue's bar: the policy's mean token log-prob of the path.
+Each PRM's ranking is set against that likelihood on the same pairs, the difference with a
+bootstrap 95% interval over questions: more held-out questions (``--held-out``, from a pool
+sampled over more questions) narrow it.
 ``--backbone DIR`` trains the PRMs from another model (another seed's M0, models/verifier) and
 adds its untrained likelihood to the baselines: is the backbone, not the labels, the limit?
 Writes ``--out``/results.json and prints a Markdown table.
@@ -40,8 +44,8 @@ from sipf.config import load_params, prm_prompt_style
 from sipf.engines import ModelRef, open_generator
 from sipf.models import load_policy, load_tokenizer
 from sipf.pipeline.prm import (aggregate, build_examples, likelihood_step_scores, load_prm,
-                               score_steps, train_prm)
-from sipf.pipeline.reward_metrics import reward_report
+                               mean_log_probs, pair_wins, score_steps, train_prm)
+from sipf.pipeline.reward_metrics import ranking_difference, reward_report
 from sipf.pipeline.simulation import select_paths, simulate
 from sipf.stages.common import read_rows, seed_everything, train_records_by_id
 from sipf.storage import read_parquet, write_json, write_parquet
@@ -134,19 +138,27 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
     steps = [list(p["steps"]) for p in test]
     truth = [oracle(p) for p in test]
     tokenizer = load_tokenizer(layout.BASE)
+    held_prompts = [prompts[q] for q in questions]
 
     def untrained(model_dir: str | Path) -> list[list[float]]:
-        """Each held-out step's min digit log-prob under ``model_dir`` (`prm.kind: likelihood`)."""
+        """Each held-out step's log-probs under ``model_dir``, reduced by prm.likelihood
+        (`prm.kind: likelihood`)."""
         model = load_policy(model_dir, layout.BASE, params.model, merged=True)
-        return likelihood_step_scores(model, tokenizer, [prompts[q] for q in questions], steps,
-                                      batch_size=cfg.batch_size, reduce="min_digit")
+        return likelihood_step_scores(model, tokenizer, held_prompts, steps,
+                                      batch_size=cfg.batch_size, reduce=cfg.likelihood)
 
     start = backbone or str(layout.M0)
-    baselines = [("likelihood min_digit", untrained(layout.M0))]
+    baselines = [(f"likelihood {cfg.likelihood}", untrained(layout.M0))]
     if backbone:  # the backbone read untrained, as kind lm_tokens starts
-        baselines.append((f"likelihood min_digit of {backbone}", untrained(backbone)))
+        baselines.append((f"likelihood {cfg.likelihood} of {backbone}", untrained(backbone)))
+    # the bar a trained PRM must clear: the policy's mean token log-prob of the whole path
+    policy = load_policy(layout.M0, layout.BASE, params.model, merged=True)
+    likelihood_wins = pair_wins(questions, outcomes, mean_log_probs(
+        policy, tokenizer, held_prompts, [p["text"] for p in test], batch_size=cfg.batch_size))
+    del policy
     results: dict[str, Any] = {
         "held_out_questions": len(set(questions)), "held_out_paths": len(test),
+        "held_out_pairs": sum(map(len, likelihood_wins.values())),
         "candidate_paths": len(candidates), "prm": dataclasses.asdict(cfg), "backbone": start,
         "mc_label_agreement_with_oracle": (
             sum(a == b for p in draw for a, b in zip(labels["mc"][p["path_id"]],
@@ -161,6 +173,8 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
         results["baselines"][name] = reward_report(
             questions, outcomes, scores, [aggregate(s, cfg.aggregate) for s in scores],
             cfg.aggregate, oracle=truth)
+    results["baselines"]["policy likelihood (path mean token log-prob)"] = {
+        "right_above_wrong": sum(map(sum, likelihood_wins.values())) / results["held_out_pairs"]}
     results["baselines"]["step index only"] = {
         "step_auc_vs_oracle": results["baselines"]["oracle labels"]["step_index_only_auc"]}
     style = prm_prompt_style(params)
@@ -169,14 +183,15 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
             for n in counts:
                 _point(recipe, params.model, source, n, by_size[n], labels, records,
                        tokenizer, style, directory, questions, outcomes, steps, truth, oracle,
-                       results, start)
+                       results, start, likelihood_wins)
     click.echo(table(results))
 
 
 def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], labels: dict,
            records: dict, tokenizer: Any, style: str | None, directory: Path, questions: list,
            outcomes: list, steps: list, truth: list, oracle: Any,
-           results: dict[str, Any], backbone: str) -> None:
+           results: dict[str, Any], backbone: str,
+           likelihood_wins: dict[str, list[float]]) -> None:
     """Train one PRM of recipe ``cfg`` on ``paths`` and add its point to ``results``."""
     rows = [{"path_id": p["path_id"], "question_id": p["question_id"],
              "question": records[p["question_id"]].question, "steps": list(p["steps"]),
@@ -189,9 +204,11 @@ def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], lab
     train_s = time.perf_counter() - started
     model, prm_tokenizer = load_prm(model_dir)
     held = [{"question": records[q].question, "steps": s} for q, s in zip(questions, steps)]
-    report = reward_report(questions, outcomes,
-                           *_scored(model, prm_tokenizer, held, cfg, style),
-                           cfg.aggregate, oracle=truth)
+    held_scores, held_rewards = _scored(model, prm_tokenizer, held, cfg, style)
+    report = reward_report(questions, outcomes, held_scores, held_rewards, cfg.aggregate,
+                           oracle=truth)
+    difference = ranking_difference(pair_wins(questions, outcomes, held_rewards),
+                                    likelihood_wins)
     # the same PRM on its own training paths: if it cannot fit them either, the
     # fault is the head or the code, not too few labels
     fit = reward_report([r["question_id"] for r in rows],
@@ -203,6 +220,7 @@ def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], lab
              "questions": len({r["question_id"] for r in rows}),
              "best_epoch": metrics["best_epoch"], "train_s": round(train_s, 1),
              **{c: report[c] for c in COLUMNS},
+             "minus_likelihood": [round(x, 4) for x in difference],
              "fit": {c: fit[c] for c in COLUMNS}}
     results["curve"].append(point)
     click.echo(json.dumps(point), err=True)
@@ -223,19 +241,28 @@ def table(results: dict[str, Any]) -> str:
     def cell(value: float | None) -> str:
         return "–" if value is None else f"{100 * value:.1f}"
 
-    lines = [f"PRMs trained from {results.get('backbone', 'models/sft')}.", "",
+    def versus(point: dict[str, Any]) -> str:
+        if "minus_likelihood" not in point:  # results.json of an earlier run
+            return "–"
+        diff, low, high = (100 * x for x in point["minus_likelihood"])
+        return f"{diff:+.1f} [{low:+.1f}, {high:+.1f}]"
+
+    lines = [f"PRMs trained from {results.get('backbone', 'models/sft')}; held out: "
+             f"{results['held_out_paths']} paths of {results['held_out_questions']} questions"
+             + (f", {results['held_out_pairs']} (right, wrong) pairs"
+                if "held_out_pairs" in results else "") + ".", "",
              "| PRM | labelled paths (questions) | step AUC within (q, index) | step AUC | "
-             "right above wrong | on its training paths: AUC within, right above wrong | "
-             "train s |", "|---|---|---|---|---|---|---|"]
+             "right above wrong | − policy likelihood [95%] | on its training paths: AUC "
+             "within, right above wrong | train s |", "|---|---|---|---|---|---|---|---|"]
     for p in results["curve"]:
         lines.append(f"| {p.get('kind', 'classifier')} (lr {p.get('learning_rate', '–')}), "
                      f"{p['source']} labels | {p['paths']} ({p['questions']}) | "
-                     + " | ".join(cell(p[c]) for c in COLUMNS) + " | "
+                     + " | ".join(cell(p[c]) for c in COLUMNS) + f" | {versus(p)} | "
                      + (f"{cell(p['fit'][COLUMNS[0]])}, {cell(p['fit'][COLUMNS[2]])}"
                         if "fit" in p else "–") + f" | {p['train_s']} |")
     for name, r in results["baselines"].items():
         lines.append(f"| {name} (untrained) | – | "
-                     + " | ".join(cell(r.get(c)) for c in COLUMNS) + " | – | – |")
+                     + " | ".join(cell(r.get(c)) for c in COLUMNS) + " | – | – | – |")
     return "\n".join(lines)
 
 

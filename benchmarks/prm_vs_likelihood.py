@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import random
 from typing import Any
 
 import click
@@ -30,7 +29,7 @@ from sipf.engines import ModelRef, open_generator
 from sipf.models import load_policy, load_tokenizer
 from sipf.pipeline.prm import (aggregate, likelihood_step_scores, load_prm, mean_log_probs,
                                pair_wins, ranking_accuracy, score_steps)
-from sipf.pipeline.reward_metrics import reward_report
+from sipf.pipeline.reward_metrics import ranking_difference, reward_report
 from sipf.pipeline.sampling import sample_paths
 from sipf.stages.common import read_split, seed_everything
 from sipf.tasks.registry import task_named
@@ -40,22 +39,6 @@ HEADER = ("| project | fresh paths (questions with both) | (right, wrong) pairs 
           "index) | oracle labels: right above wrong | PRM right above wrong, path reward "
           "mean / min / prod / last | untrained start (likelihood kind, running min): right "
           "above wrong, step AUC within |\n|---|---|---|---|---|---|---|---|---|---|")
-
-
-def paired_interval(a: dict[str, list[float]], b: dict[str, list[float]], draws: int,
-                    seed: int) -> tuple[float, float, float]:
-    """Ranking accuracy of ``a`` minus ``b`` over the same pairs, and a percentile bootstrap
-    95% interval resampling questions (a question's pairs are not independent)."""
-    questions = sorted(a)
-
-    def difference(sample: list[str]) -> float:
-        pairs = sum(len(a[q]) for q in sample)
-        return (sum(map(sum, (a[q] for q in sample)))
-                - sum(map(sum, (b[q] for q in sample)))) / pairs
-
-    rng = random.Random(seed)
-    spread = sorted(difference(rng.choices(questions, k=len(questions))) for _ in range(draws))
-    return difference(questions), spread[int(0.025 * draws)], spread[int(0.975 * draws) - 1]
 
 
 @click.command(help=__doc__.split("\n\n")[0])
@@ -114,7 +97,7 @@ def main(iteration: int, questions: int, per_question: int, draws: int, header: 
     prm_pairs = pair_wins(qids, outcomes, rewards)
     lik_pairs = pair_wins(qids, outcomes, likelihoods)
     n_pairs = sum(map(len, prm_pairs.values()))
-    diff, low, high = paired_interval(prm_pairs, lik_pairs, draws, seed=0)
+    diff, low, high = ranking_difference(prm_pairs, lik_pairs, draws, seed=0)
     # the paper's mean against the other path rewards, on the same step scores
     by_aggregate = {how: ranking_accuracy(qids, outcomes, [aggregate(s, how) for s in scores])
                     for how in ("mean", "min", "prod", "last")}

@@ -343,6 +343,19 @@ def test_ranking_accuracy_counts_right_over_wrong_pairs_within_a_question():
     assert pair_wins(questions, outcomes, rewards) == {"q1": [1.0, 0.5], "q3": [0.0]}
 
 
+def test_ranking_difference_is_paired_and_resamples_questions():
+    from sipf.pipeline.reward_metrics import ranking_difference
+
+    a = {"q1": [1.0, 1.0], "q2": [0.0], "q3": [1.0]}
+    b = {"q1": [0.0, 1.0], "q2": [0.0], "q3": [0.0]}
+    diff, low, high = ranking_difference(a, b, draws=500, seed=1)
+    assert diff == pytest.approx((3 - 1) / 4)
+    # a resample of questions is never worse for a than q2 alone (0) nor better than q3 alone
+    assert 0.0 <= low <= diff <= high <= 1.0 and low < high
+    assert ranking_difference(a, a, draws=50) == (0.0, 0.0, 0.0)
+    assert ranking_difference(a, b, draws=500, seed=1) == (diff, low, high)  # seeded
+
+
 def test_reward_metrics_against_their_baselines():
     from sipf.pipeline.reward_metrics import (auc, grouped_auc, reward_report,
                                               shorter_path_wins, step_index_scores)

@@ -21,6 +21,7 @@ No model here: ``score`` feeds it lists (the likelihoods from
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -87,6 +88,23 @@ def shorter_path_wins(question_ids: Sequence[Any], lengths: Sequence[int],
                 pairs += 1
                 wins += (length_a < length_b) == (reward_a > reward_b)
     return wins / pairs if pairs else None
+
+
+def ranking_difference(a: dict[Any, list[float]], b: dict[Any, list[float]], draws: int = 2000,
+                       seed: int = 0) -> tuple[float, float, float]:
+    """Right-above-wrong of reward ``a`` minus reward ``b`` over the same pairs (both as
+    :func:`sipf.pipeline.prm.pair_wins` gives them), and a percentile bootstrap 95% interval
+    that resamples questions, since a question's pairs are not independent."""
+    questions = sorted(a)
+
+    def difference(sample: list[Any]) -> float:
+        pairs = sum(len(a[q]) for q in sample)
+        return (sum(map(sum, (a[q] for q in sample)))
+                - sum(map(sum, (b[q] for q in sample)))) / pairs
+
+    rng = random.Random(seed)
+    spread = sorted(difference(rng.choices(questions, k=len(questions))) for _ in range(draws))
+    return difference(questions), spread[int(0.025 * draws)], spread[int(0.975 * draws) - 1]
 
 
 def _rounded(value: float | None) -> float | None:
