@@ -24,6 +24,8 @@ bootstrap 95% interval over questions: more held-out questions (``--held-out``, 
 sampled over more questions) narrow it.
 ``--backbone DIR`` trains the PRMs from another model (another seed's M0, models/verifier) and
 adds its untrained likelihood to the baselines: is the backbone, not the labels, the limit?
+``--prm DIR`` scores an already trained PRM (a pipeline's `models/it1/prm`) on the held-out
+questions its `prm.json` does not list, beside the same baselines (``--sizes ""``: only that).
 Writes ``--out``/results.json and prints a Markdown table.
 """
 
@@ -44,7 +46,7 @@ from sipf.config import load_params, prm_prompt_style
 from sipf.engines import ModelRef, open_generator
 from sipf.models import load_policy, load_tokenizer
 from sipf.pipeline.prm import (aggregate, build_examples, likelihood_step_scores, load_prm,
-                               mean_log_probs, pair_wins, score_steps, train_prm)
+                               mean_log_probs, pair_wins, read_meta, score_steps, train_prm)
 from sipf.pipeline.reward_metrics import ranking_difference, reward_report
 from sipf.pipeline.simulation import select_paths, simulate
 from sipf.stages.common import read_rows, seed_everything, train_records_by_id
@@ -102,9 +104,12 @@ def mc_labels(params: Any, paths: list[dict], records: dict, prompts: dict, earl
 @click.option("--backbone", default="", help="The PRMs' starting weights, a model directory "
               "such as another seed's M0 or models/verifier (default: M0, the policy); its "
               "untrained likelihood joins the baselines. Rollouts always come from M0.")
+@click.option("--prm", "prms", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="A trained PRM (a pipeline's models/it1/prm, trained on its own pool) "
+              "scored on the held-out questions its prm.json does not list; repeatable.")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
-         backbone: str, out: str) -> None:
+         backbone: str, prms: tuple[str, ...], out: str) -> None:
     params = load_params("params.yaml")
     cfg = params.prm
     recipes = [dataclasses.replace(cfg, kind=kind, **({"learning_rate": float(rate)}
@@ -114,8 +119,9 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
     records, prompts = train_records_by_id()
     pool = read_rows(layout.Iteration(1).samples, "samples")
     candidates, test = split(pool, held_out)
-    counts = sorted(int(n) for n in sizes.split(","))
-    draw = select_paths(candidates, dataclasses.replace(params.simulate, max_paths=counts[-1]))
+    counts = sorted(int(n) for n in sizes.split(",") if n.strip())  # none: only --prm
+    draw = select_paths(candidates, dataclasses.replace(
+        params.simulate, max_paths=counts[-1])) if counts else []
     # select_paths's question order is seeded, so a smaller draw takes the larger one's
     # first questions: the training sets are nested
     by_size = {n: [p for p in draw if p["path_id"] in
@@ -130,7 +136,7 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     labels = {"oracle": {p["path_id"]: oracle(p) for p in draw}}
-    if "mc" in sources:
+    if "mc" in sources and draw:
         labels["mc"] = mc_labels(params, draw, records, prompts, early_stop,
                                  directory / "mc_step_labels.parquet")
     questions = [p["question_id"] for p in test]
@@ -164,7 +170,7 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
             sum(a == b for p in draw for a, b in zip(labels["mc"][p["path_id"]],
                                                       labels["oracle"][p["path_id"]]))
             / sum(len(labels["oracle"][p["path_id"]]) for p in draw)) if "mc" in labels else None,
-        "baselines": {}, "curve": []}
+        "baselines": {}, "curve": [], "out": str(directory)}
     # as is, and as a running min (a step after a wrong one is wrong: how lm_tokens reads)
     scored = [entry for name, scores in baselines for entry in (
         (name, scores), (f"{name}, running min",
@@ -184,7 +190,32 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
                 _point(recipe, params.model, source, n, by_size[n], labels, records,
                        tokenizer, style, directory, questions, outcomes, steps, truth, oracle,
                        results, start, likelihood_wins)
+    for prm in prms:
+        _trained(prm, questions, outcomes, steps, truth, records, likelihood_wins, cfg, style,
+                 results)
     click.echo(table(results))
+
+
+def _trained(prm: str, questions: list, outcomes: list, steps: list, truth: list,
+             records: dict, likelihood_wins: dict[str, list[float]], cfg: Any,
+             style: str | None, results: dict[str, Any]) -> None:
+    """Score the PRM at ``prm`` on the held-out paths of questions it did not train on."""
+    seen = set(read_meta(prm)["questions"])
+    keep = [i for i, q in enumerate(questions) if q not in seen]
+    model, tokenizer = load_prm(prm)
+    held = [{"question": records[questions[i]].question, "steps": steps[i]} for i in keep]
+    scores, rewards = _scored(model, tokenizer, held, cfg, style)
+    kept = [questions[i] for i in keep]
+    report = reward_report(kept, [outcomes[i] for i in keep], scores, rewards, cfg.aggregate,
+                           oracle=[truth[i] for i in keep])
+    difference = ranking_difference(pair_wins(kept, [outcomes[i] for i in keep], rewards),
+                                    {q: w for q, w in likelihood_wins.items() if q not in seen})
+    point = {"kind": f"trained: {prm}", "source": "its own", "paths": len(keep),
+             "questions": len(set(kept)), "train_s": "–", **{c: report[c] for c in COLUMNS},
+             "minus_likelihood": [round(x, 4) for x in difference]}
+    results["curve"].append(point)
+    click.echo(json.dumps(point), err=True)
+    write_json(results, Path(results["out"]) / "results.json")
 
 
 def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], labels: dict,
@@ -255,8 +286,11 @@ def table(results: dict[str, Any]) -> str:
              "right above wrong | − policy likelihood [95%] | on its training paths: AUC "
              "within, right above wrong | train s |", "|---|---|---|---|---|---|---|---|"]
     for p in results["curve"]:
-        lines.append(f"| {p.get('kind', 'classifier')} (lr {p.get('learning_rate', '–')}), "
-                     f"{p['source']} labels | {p['paths']} ({p['questions']}) | "
+        name, size = ((f"{p['kind']}, on the {p['paths']} held-out paths ({p['questions']} "
+                       "questions) it never saw", "–") if p["source"] == "its own" else
+                      (f"{p.get('kind', 'classifier')} (lr {p.get('learning_rate', '–')}), "
+                       f"{p['source']} labels", f"{p['paths']} ({p['questions']})"))
+        lines.append(f"| {name} | {size} | "
                      + " | ".join(cell(p[c]) for c in COLUMNS) + f" | {versus(p)} | "
                      + (f"{cell(p['fit'][COLUMNS[0]])}, {cell(p['fit'][COLUMNS[2]])}"
                         if "fit" in p else "–") + f" | {p['train_s']} |")
