@@ -536,14 +536,14 @@ def test_lm_tokens_starts_at_the_fitted_calibration_and_saves_it(tmp_path: Path)
     train_prm(tmp_path / "backbone", tokenizer, build_examples(_rows(12)), cfg, tmp_path / "prm")
     meta = read_meta(tmp_path / "prm")
     model, _ = load_prm(tmp_path / "prm")
-    assert isinstance(model, TokenPrm) and model.reduce == "min_digit"
+    assert isinstance(model, TokenPrm) and model.reduce == cfg.likelihood == "mean"  # default
     assert [float(x) for x in model.calibration] == pytest.approx(meta["calibration"])
     # a learning rate of 1e-9 leaves the fit as it was: the labels' log-odds regression
     rows = _rows(12)
     train_ids, _ = split_questions([r["question_id"] for r in rows], 0.2, 0)
     train = [r for r in rows if r["question_id"] in train_ids]
     untrained = TokenPrm(AutoModelForCausalLM.from_pretrained(tmp_path / "backbone"), (0, 1),
-                         "min_digit")
+                         cfg.likelihood)
     scores = score_steps(untrained, tokenizer, [r["question"] for r in train],
                          [r["steps"] for r in train])
     r = torch.tensor([math.log(p / (1 - p)) for path in scores for p in path])
