@@ -46,7 +46,8 @@ from sipf.config import load_params, prm_prompt_style
 from sipf.engines import ModelRef, open_generator
 from sipf.models import load_policy, load_tokenizer
 from sipf.pipeline.prm import (aggregate, build_examples, likelihood_step_scores, load_prm,
-                               mean_log_probs, pair_wins, read_meta, score_steps, train_prm)
+                               mean_log_probs, pair_wins, ranking_accuracy, read_meta,
+                               score_steps, train_prm)
 from sipf.pipeline.reward_metrics import ranking_difference, reward_report
 from sipf.pipeline.simulation import select_paths, simulate
 from sipf.stages.common import read_rows, seed_everything, train_records_by_id
@@ -159,9 +160,10 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
         baselines.append((f"likelihood {cfg.likelihood} of {backbone}", untrained(backbone)))
     # the bar a trained PRM must clear: the policy's mean token log-prob of the whole path
     policy = load_policy(layout.M0, layout.BASE, params.model, merged=True)
-    likelihood_wins = pair_wins(questions, outcomes, mean_log_probs(
-        policy, tokenizer, held_prompts, [p["text"] for p in test], batch_size=cfg.batch_size))
+    likelihoods = mean_log_probs(policy, tokenizer, held_prompts, [p["text"] for p in test],
+                                 batch_size=cfg.batch_size)
     del policy
+    likelihood_wins = pair_wins(questions, outcomes, likelihoods)
     results: dict[str, Any] = {
         "held_out_questions": len(set(questions)), "held_out_paths": len(test),
         "held_out_pairs": sum(map(len, likelihood_wins.values())),
@@ -170,7 +172,7 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
             sum(a == b for p in draw for a, b in zip(labels["mc"][p["path_id"]],
                                                       labels["oracle"][p["path_id"]]))
             / sum(len(labels["oracle"][p["path_id"]]) for p in draw)) if "mc" in labels else None,
-        "baselines": {}, "curve": [], "out": str(directory)}
+        "baselines": {}, "curve": []}
     # as is, and as a running min (a step after a wrong one is wrong: how lm_tokens reads)
     scored = [entry for name, scores in baselines for entry in (
         (name, scores), (f"{name}, running min",
@@ -180,7 +182,7 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
             questions, outcomes, scores, [aggregate(s, cfg.aggregate) for s in scores],
             cfg.aggregate, oracle=truth)
     results["baselines"]["policy likelihood (path mean token log-prob)"] = {
-        "right_above_wrong": sum(map(sum, likelihood_wins.values())) / results["held_out_pairs"]}
+        "right_above_wrong": ranking_accuracy(questions, outcomes, likelihoods)}
     results["baselines"]["step index only"] = {
         "step_auc_vs_oracle": results["baselines"]["oracle labels"]["step_index_only_auc"]}
     style = prm_prompt_style(params)
@@ -192,30 +194,46 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
                        results, start, likelihood_wins)
     for prm in prms:
         _trained(prm, questions, outcomes, steps, truth, records, likelihood_wins, cfg, style,
-                 results)
+                 results, directory)
     click.echo(table(results))
+
+
+def _held_out(model: Any, tokenizer: Any, keep: list[int], questions: list, outcomes: list,
+              steps: list, truth: list, records: dict,
+              likelihood_wins: dict[str, list[float]], cfg: Any, style: str | None
+              ) -> dict[str, Any]:
+    """A PRM's columns on the held-out paths ``keep`` (indices), and its ranking minus the
+    policy likelihood's on the same pairs, with the bootstrap interval."""
+    kept, won = [questions[i] for i in keep], [outcomes[i] for i in keep]
+    scores, rewards = _scored(model, tokenizer, [
+        {"question": records[questions[i]].question, "steps": steps[i]} for i in keep],
+        cfg, style)
+    report = reward_report(kept, won, scores, rewards, cfg.aggregate,
+                           oracle=[truth[i] for i in keep])
+    asked = set(kept)
+    difference = ranking_difference(pair_wins(kept, won, rewards),
+                                    {q: w for q, w in likelihood_wins.items() if q in asked})
+    return {**{c: report[c] for c in COLUMNS},
+            "minus_likelihood": [round(x, 4) for x in difference]}
+
+
+def _add(point: dict[str, Any], results: dict[str, Any], directory: Path) -> None:
+    results["curve"].append(point)
+    click.echo(json.dumps(point), err=True)
+    write_json(results, directory / "results.json")  # atomic: rewritten each PRM
 
 
 def _trained(prm: str, questions: list, outcomes: list, steps: list, truth: list,
              records: dict, likelihood_wins: dict[str, list[float]], cfg: Any,
-             style: str | None, results: dict[str, Any]) -> None:
+             style: str | None, results: dict[str, Any], directory: Path) -> None:
     """Score the PRM at ``prm`` on the held-out paths of questions it did not train on."""
     seen = set(read_meta(prm)["questions"])
     keep = [i for i, q in enumerate(questions) if q not in seen]
     model, tokenizer = load_prm(prm)
-    held = [{"question": records[questions[i]].question, "steps": steps[i]} for i in keep]
-    scores, rewards = _scored(model, tokenizer, held, cfg, style)
-    kept = [questions[i] for i in keep]
-    report = reward_report(kept, [outcomes[i] for i in keep], scores, rewards, cfg.aggregate,
-                           oracle=[truth[i] for i in keep])
-    difference = ranking_difference(pair_wins(kept, [outcomes[i] for i in keep], rewards),
-                                    {q: w for q, w in likelihood_wins.items() if q not in seen})
-    point = {"kind": f"trained: {prm}", "source": "its own", "paths": len(keep),
-             "questions": len(set(kept)), "train_s": "–", **{c: report[c] for c in COLUMNS},
-             "minus_likelihood": [round(x, 4) for x in difference]}
-    results["curve"].append(point)
-    click.echo(json.dumps(point), err=True)
-    write_json(results, Path(results["out"]) / "results.json")
+    _add({"kind": f"trained: {prm}", "source": "its own", "paths": len(keep),
+          "questions": len({questions[i] for i in keep}), "train_s": "–",
+          **_held_out(model, tokenizer, keep, questions, outcomes, steps, truth, records,
+                      likelihood_wins, cfg, style)}, results, directory)
 
 
 def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], labels: dict,
@@ -234,12 +252,8 @@ def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], lab
                         model_cfg=model_cfg)
     train_s = time.perf_counter() - started
     model, prm_tokenizer = load_prm(model_dir)
-    held = [{"question": records[q].question, "steps": s} for q, s in zip(questions, steps)]
-    held_scores, held_rewards = _scored(model, prm_tokenizer, held, cfg, style)
-    report = reward_report(questions, outcomes, held_scores, held_rewards, cfg.aggregate,
-                           oracle=truth)
-    difference = ranking_difference(pair_wins(questions, outcomes, held_rewards),
-                                    likelihood_wins)
+    held = _held_out(model, prm_tokenizer, list(range(len(questions))), questions, outcomes,
+                     steps, truth, records, likelihood_wins, cfg, style)
     # the same PRM on its own training paths: if it cannot fit them either, the
     # fault is the head or the code, not too few labels
     fit = reward_report([r["question_id"] for r in rows],
@@ -250,12 +264,8 @@ def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], lab
              "paths": len(rows),
              "questions": len({r["question_id"] for r in rows}),
              "best_epoch": metrics["best_epoch"], "train_s": round(train_s, 1),
-             **{c: report[c] for c in COLUMNS},
-             "minus_likelihood": [round(x, 4) for x in difference],
-             "fit": {c: fit[c] for c in COLUMNS}}
-    results["curve"].append(point)
-    click.echo(json.dumps(point), err=True)
-    write_json(results, directory / "results.json")  # atomic: rewritten each PRM
+             **held, "fit": {c: fit[c] for c in COLUMNS}}
+    _add(point, results, directory)
 
 
 def _scored(model: Any, tokenizer: Any, rows: list[dict], cfg: Any, style: str | None
@@ -273,15 +283,12 @@ def table(results: dict[str, Any]) -> str:
         return "–" if value is None else f"{100 * value:.1f}"
 
     def versus(point: dict[str, Any]) -> str:
-        if "minus_likelihood" not in point:  # results.json of an earlier run
-            return "–"
         diff, low, high = (100 * x for x in point["minus_likelihood"])
         return f"{diff:+.1f} [{low:+.1f}, {high:+.1f}]"
 
     lines = [f"PRMs trained from {results.get('backbone', 'models/sft')}; held out: "
-             f"{results['held_out_paths']} paths of {results['held_out_questions']} questions"
-             + (f", {results['held_out_pairs']} (right, wrong) pairs"
-                if "held_out_pairs" in results else "") + ".", "",
+             f"{results['held_out_paths']} paths of {results['held_out_questions']} questions, "
+             f"{results['held_out_pairs']} (right, wrong) pairs.", "",
              "| PRM | labelled paths (questions) | step AUC within (q, index) | step AUC | "
              "right above wrong | − policy likelihood [95%] | on its training paths: AUC "
              "within, right above wrong | train s |", "|---|---|---|---|---|---|---|---|"]
