@@ -92,13 +92,18 @@ experiments: $(STAMP)
 # exit with tasks still queued (treeverse/dvc#10562), so it is started again until none is.
 # Only once nothing runs: `dvc queue start` finds live workers by a ping that a busy worker
 # can miss, and then starts a second worker of the same name (measured: 3 runs on 2 cores).
+# A task a worker is picking up is listed as neither Queued nor Running for a moment (DVC
+# lists queued messages, then processed ones), which once ended the loop 15 s after the start
+# with every run still ahead; so it also waits until as many tasks are done as were listed.
 JOBS ?= 2
 run-queue: $(STAMP)
 	. $(BIN)/activate && export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_NUM_THREADS=1; \
+	total=$$(dvc queue status | grep -cE ' (Queued|Running|Success|Failed)$$'); \
 	while dvc queue status | grep -q ' Queued$$'; do \
 	  dvc queue start -j $(JOBS) || exit 1; \
 	  while dvc queue status | grep -q ' Running$$'; do sleep 30; done; \
-	done
+	done; \
+	while [ $$(dvc queue status | grep -cE ' (Success|Failed)$$') -lt $$total ]; do sleep 30; done
 
 report: $(STAMP)
 	. $(BIN)/activate && sipf report   # reports/: results.md and the figures
