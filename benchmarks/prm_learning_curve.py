@@ -58,6 +58,35 @@ from sipf.tasks.registry import task_named
 COLUMNS = ("step_auc_within_question_and_index", "step_auc_vs_oracle", "right_above_wrong")
 
 
+@dataclasses.dataclass(frozen=True)
+class HeldOut:
+    """The held-out paths, column by column, and the bar every PRM is set against: the
+    policy likelihood's wins on their (right, wrong) pairs."""
+    questions: list[str]
+    outcomes: list[bool]
+    steps: list[list[str]]
+    truth: list[list[float]]  # the arith oracle's step labels
+    records: dict
+    likelihood_wins: dict[str, list[float]]
+
+    def report(self, model: Any, tokenizer: Any, keep: list[int], cfg: Any,
+               style: str | None) -> dict[str, Any]:
+        """A PRM's columns on the held-out paths ``keep`` (indices), and its ranking minus
+        the policy likelihood's on the same pairs, with the bootstrap interval."""
+        kept, won = [self.questions[i] for i in keep], [self.outcomes[i] for i in keep]
+        scores, rewards = _scored(model, tokenizer, [
+            {"question": self.records[self.questions[i]].question, "steps": self.steps[i]}
+            for i in keep], cfg, style)
+        report = reward_report(kept, won, scores, rewards, cfg.aggregate,
+                               oracle=[self.truth[i] for i in keep])
+        asked = set(kept)
+        difference = ranking_difference(
+            pair_wins(kept, won, rewards),
+            {q: w for q, w in self.likelihood_wins.items() if q in asked})
+        return {**{c: report[c] for c in COLUMNS},
+                "minus_likelihood": [round(x, 4) for x in difference]}
+
+
 def split(pool: list[dict], held_out: int) -> tuple[list[dict], list[dict]]:
     """(training candidates, held-out paths): the held-out questions are ``held_out`` of
     those with both outcomes, drawn with a fixed seed."""
@@ -164,6 +193,7 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
                                  batch_size=cfg.batch_size)
     del policy
     likelihood_wins = pair_wins(questions, outcomes, likelihoods)
+    held = HeldOut(questions, outcomes, steps, truth, records, likelihood_wins)
     results: dict[str, Any] = {
         "held_out_questions": len(set(questions)), "held_out_paths": len(test),
         "held_out_pairs": sum(map(len, likelihood_wins.values())),
@@ -189,32 +219,11 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
     for recipe in recipes:
         for source in [s.strip() for s in sources.split(",") if s.strip()]:
             for n in counts:
-                _point(recipe, params.model, source, n, by_size[n], labels, records,
-                       tokenizer, style, directory, questions, outcomes, steps, truth, oracle,
-                       results, start, likelihood_wins)
+                _point(recipe, params.model, source, n, by_size[n], labels, held, oracle,
+                       tokenizer, style, start, results, directory)
     for prm in prms:
-        _trained(prm, questions, outcomes, steps, truth, records, likelihood_wins, cfg, style,
-                 results, directory)
+        _trained(prm, held, cfg, style, results, directory)
     click.echo(table(results))
-
-
-def _held_out(model: Any, tokenizer: Any, keep: list[int], questions: list, outcomes: list,
-              steps: list, truth: list, records: dict,
-              likelihood_wins: dict[str, list[float]], cfg: Any, style: str | None
-              ) -> dict[str, Any]:
-    """A PRM's columns on the held-out paths ``keep`` (indices), and its ranking minus the
-    policy likelihood's on the same pairs, with the bootstrap interval."""
-    kept, won = [questions[i] for i in keep], [outcomes[i] for i in keep]
-    scores, rewards = _scored(model, tokenizer, [
-        {"question": records[questions[i]].question, "steps": steps[i]} for i in keep],
-        cfg, style)
-    report = reward_report(kept, won, scores, rewards, cfg.aggregate,
-                           oracle=[truth[i] for i in keep])
-    asked = set(kept)
-    difference = ranking_difference(pair_wins(kept, won, rewards),
-                                    {q: w for q, w in likelihood_wins.items() if q in asked})
-    return {**{c: report[c] for c in COLUMNS},
-            "minus_likelihood": [round(x, 4) for x in difference]}
 
 
 def _add(point: dict[str, Any], results: dict[str, Any], directory: Path) -> None:
@@ -223,27 +232,23 @@ def _add(point: dict[str, Any], results: dict[str, Any], directory: Path) -> Non
     write_json(results, directory / "results.json")  # atomic: rewritten each PRM
 
 
-def _trained(prm: str, questions: list, outcomes: list, steps: list, truth: list,
-             records: dict, likelihood_wins: dict[str, list[float]], cfg: Any,
-             style: str | None, results: dict[str, Any], directory: Path) -> None:
+def _trained(prm: str, held: HeldOut, cfg: Any, style: str | None, results: dict[str, Any],
+             directory: Path) -> None:
     """Score the PRM at ``prm`` on the held-out paths of questions it did not train on."""
     seen = set(read_meta(prm)["questions"])
-    keep = [i for i, q in enumerate(questions) if q not in seen]
+    keep = [i for i, q in enumerate(held.questions) if q not in seen]
     model, tokenizer = load_prm(prm)
     _add({"kind": f"trained: {prm}", "source": "its own", "paths": len(keep),
-          "questions": len({questions[i] for i in keep}), "train_s": "–",
-          **_held_out(model, tokenizer, keep, questions, outcomes, steps, truth, records,
-                      likelihood_wins, cfg, style)}, results, directory)
+          "questions": len({held.questions[i] for i in keep}), "train_s": "–",
+          **held.report(model, tokenizer, keep, cfg, style)}, results, directory)
 
 
 def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], labels: dict,
-           records: dict, tokenizer: Any, style: str | None, directory: Path, questions: list,
-           outcomes: list, steps: list, truth: list, oracle: Any,
-           results: dict[str, Any], backbone: str,
-           likelihood_wins: dict[str, list[float]]) -> None:
+           held: HeldOut, oracle: Any, tokenizer: Any, style: str | None, backbone: str,
+           results: dict[str, Any], directory: Path) -> None:
     """Train one PRM of recipe ``cfg`` on ``paths`` and add its point to ``results``."""
     rows = [{"path_id": p["path_id"], "question_id": p["question_id"],
-             "question": records[p["question_id"]].question, "steps": list(p["steps"]),
+             "question": held.records[p["question_id"]].question, "steps": list(p["steps"]),
              "labels": labels[source][p["path_id"]]} for p in paths]
     seed_everything(cfg.seed)
     started = time.perf_counter()
@@ -252,8 +257,8 @@ def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], lab
                         model_cfg=model_cfg)
     train_s = time.perf_counter() - started
     model, prm_tokenizer = load_prm(model_dir)
-    held = _held_out(model, prm_tokenizer, list(range(len(questions))), questions, outcomes,
-                     steps, truth, records, likelihood_wins, cfg, style)
+    on_held_out = held.report(model, prm_tokenizer, list(range(len(held.questions))), cfg,
+                              style)
     # the same PRM on its own training paths: if it cannot fit them either, the
     # fault is the head or the code, not too few labels
     fit = reward_report([r["question_id"] for r in rows],
@@ -264,7 +269,7 @@ def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], lab
              "paths": len(rows),
              "questions": len({r["question_id"] for r in rows}),
              "best_epoch": metrics["best_epoch"], "train_s": round(train_s, 1),
-             **held, "fit": {c: fit[c] for c in COLUMNS}}
+             **on_held_out, "fit": {c: fit[c] for c in COLUMNS}}
     _add(point, results, directory)
 
 
