@@ -100,6 +100,17 @@ def split(pool: list[dict], held_out: int) -> tuple[list[dict], list[dict]]:
             [p for p in pool if p["question_id"] in test])
 
 
+def recipe_of(cfg: Any, spec: str) -> Any:
+    """params.yaml's ``prm`` section with ``KIND[@LEARNING_RATE][+lora]`` applied."""
+    spec, plus, extra = spec.partition("+")
+    if plus and extra != "lora":
+        raise click.BadParameter(f"{spec}+{extra}: the only suffix is +lora",
+                                 param_hint="--kinds")
+    kind, _, rate = spec.partition("@")
+    return dataclasses.replace(cfg, kind=kind, lora=cfg.lora or bool(plus),
+                               **({"learning_rate": float(rate)} if rate else {}))
+
+
 def mc_labels(params: Any, paths: list[dict], records: dict, prompts: dict, early_stop: bool,
               cache: Path) -> dict[str, list[float]]:
     """Hard Monte-Carlo labels of ``paths`` by path id, simulated once and cached."""
@@ -130,7 +141,7 @@ def mc_labels(params: Any, paths: list[dict], records: dict, prompts: dict, earl
 @click.option("--early-stop/--no-early-stop", default=True, show_default=True,
               help="Monte-Carlo labels with simulate.early_stop (same hard labels, fewer rollouts).")
 @click.option("--kinds", default="", help="PRM kinds to train, comma-separated, each "
-              "optionally KIND@LEARNING_RATE (default: params.yaml's prm.kind and rate).")
+              "KIND[@LEARNING_RATE][+lora] (default: params.yaml's prm.kind, rate and lora).")
 @click.option("--backbone", default="", help="The PRMs' starting weights, a model directory "
               "such as another seed's M0 or models/verifier (default: M0, the policy); its "
               "untrained likelihood joins the baselines. Rollouts always come from M0.")
@@ -142,10 +153,7 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
          backbone: str, prms: tuple[str, ...], out: str) -> None:
     params = load_params("params.yaml")
     cfg = params.prm
-    recipes = [dataclasses.replace(cfg, kind=kind, **({"learning_rate": float(rate)}
-                                                      if rate else {}))
-               for kind, _, rate in (k.strip().partition("@") for k in kinds.split(",")
-                                     if k.strip())] or [cfg]
+    recipes = [recipe_of(cfg, k.strip()) for k in kinds.split(",") if k.strip()] or [cfg]
     records, prompts = train_records_by_id()
     pool = read_rows(layout.Iteration(1).samples, "samples")
     candidates, test = split(pool, held_out)
@@ -252,7 +260,8 @@ def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], lab
              "labels": labels[source][p["path_id"]]} for p in paths]
     seed_everything(cfg.seed)
     started = time.perf_counter()
-    model_dir = directory / f"{cfg.kind}-{source}-{n}"
+    lora = "-lora" if cfg.lora else ""
+    model_dir = directory / f"{cfg.kind}{lora}-{cfg.learning_rate:g}-{source}-{n}"
     metrics = train_prm(backbone, tokenizer, build_examples(rows, style), cfg, model_dir,
                         model_cfg=model_cfg)
     train_s = time.perf_counter() - started
@@ -265,7 +274,8 @@ def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], lab
                         [bool(p["outcome"]) for p in paths],
                         *_scored(model, prm_tokenizer, rows, cfg, style),
                         cfg.aggregate, oracle=[oracle(p) for p in paths])
-    point = {"kind": cfg.kind, "learning_rate": cfg.learning_rate, "source": source,
+    point = {"kind": cfg.kind, "learning_rate": cfg.learning_rate, "lora": cfg.lora,
+             "source": source,
              "paths": len(rows),
              "questions": len({r["question_id"] for r in rows}),
              "best_epoch": metrics["best_epoch"], "train_s": round(train_s, 1),
@@ -300,7 +310,8 @@ def table(results: dict[str, Any]) -> str:
     for p in results["curve"]:
         name, size = ((f"{p['kind']}, on the {p['paths']} held-out paths ({p['questions']} "
                        "questions) it never saw", "–") if p["source"] == "its own" else
-                      (f"{p.get('kind', 'classifier')} (lr {p.get('learning_rate', '–')}), "
+                      (f"{p.get('kind', 'classifier')} (lr {p.get('learning_rate', '–')}"
+                       f"{', LoRA' if p.get('lora') else ''}), "
                        f"{p['source']} labels", f"{p['paths']} ({p['questions']})"))
         lines.append(f"| {name} | {size} | "
                      + " | ".join(cell(p[c]) for c in COLUMNS) + f" | {versus(p)} | "
