@@ -66,7 +66,7 @@ class HeldOut:
     outcomes: list[bool]
     steps: list[list[str]]
     truth: list[list[float]]  # the arith oracle's step labels
-    records: dict
+    texts: list[str]  # each path's question, as the PRM reads it
     likelihood_wins: dict[str, list[float]]
 
     def report(self, model: Any, tokenizer: Any, keep: list[int], cfg: Any,
@@ -75,8 +75,7 @@ class HeldOut:
         the policy likelihood's on the same pairs, with the bootstrap interval."""
         kept, won = [self.questions[i] for i in keep], [self.outcomes[i] for i in keep]
         scores, rewards = _scored(model, tokenizer, [
-            {"question": self.records[self.questions[i]].question, "steps": self.steps[i]}
-            for i in keep], cfg, style)
+            {"question": self.texts[i], "steps": self.steps[i]} for i in keep], cfg, style)
         report = reward_report(kept, won, scores, rewards, cfg.aggregate,
                                oracle=[self.truth[i] for i in keep])
         asked = set(kept)
@@ -107,8 +106,12 @@ def recipe_of(cfg: Any, spec: str) -> Any:
         raise click.BadParameter(f"{spec}+{extra}: the only suffix is +lora",
                                  param_hint="--kinds")
     kind, _, rate = spec.partition("@")
-    return dataclasses.replace(cfg, kind=kind, lora=cfg.lora or bool(plus),
-                               **({"learning_rate": float(rate)} if rate else {}))
+    try:
+        rates = {"learning_rate": float(rate)} if rate else {}
+    except ValueError:
+        raise click.BadParameter(f"{spec}: the learning rate {rate!r} is not a number",
+                                 param_hint="--kinds") from None
+    return dataclasses.replace(cfg, kind=kind, lora=cfg.lora or bool(plus), **rates)
 
 
 def mc_labels(params: Any, paths: list[dict], records: dict, prompts: dict, early_stop: bool,
@@ -201,7 +204,8 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
                                  batch_size=cfg.batch_size)
     del policy
     likelihood_wins = pair_wins(questions, outcomes, likelihoods)
-    held = HeldOut(questions, outcomes, steps, truth, records, likelihood_wins)
+    held = HeldOut(questions, outcomes, steps, truth, [records[q].question for q in questions],
+                   likelihood_wins)
     results: dict[str, Any] = {
         "held_out_questions": len(set(questions)), "held_out_paths": len(test),
         "held_out_pairs": sum(map(len, likelihood_wins.values())),
@@ -227,8 +231,8 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
     for recipe in recipes:
         for source in [s.strip() for s in sources.split(",") if s.strip()]:
             for n in counts:
-                _point(recipe, params.model, source, n, by_size[n], labels, held, oracle,
-                       tokenizer, style, start, results, directory)
+                _point(recipe, params.model, source, n, by_size[n], labels, records, held,
+                       oracle, tokenizer, style, start, results, directory)
     for prm in prms:
         _trained(prm, held, cfg, style, results, directory)
     click.echo(table(results))
@@ -252,11 +256,11 @@ def _trained(prm: str, held: HeldOut, cfg: Any, style: str | None, results: dict
 
 
 def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], labels: dict,
-           held: HeldOut, oracle: Any, tokenizer: Any, style: str | None, backbone: str,
-           results: dict[str, Any], directory: Path) -> None:
+           records: dict, held: HeldOut, oracle: Any, tokenizer: Any, style: str | None,
+           backbone: str, results: dict[str, Any], directory: Path) -> None:
     """Train one PRM of recipe ``cfg`` on ``paths`` and add its point to ``results``."""
     rows = [{"path_id": p["path_id"], "question_id": p["question_id"],
-             "question": held.records[p["question_id"]].question, "steps": list(p["steps"]),
+             "question": records[p["question_id"]].question, "steps": list(p["steps"]),
              "labels": labels[source][p["path_id"]]} for p in paths]
     seed_everything(cfg.seed)
     started = time.perf_counter()
@@ -275,8 +279,7 @@ def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], lab
                         *_scored(model, prm_tokenizer, rows, cfg, style),
                         cfg.aggregate, oracle=[oracle(p) for p in paths])
     point = {"kind": cfg.kind, "learning_rate": cfg.learning_rate, "lora": cfg.lora,
-             "source": source,
-             "paths": len(rows),
+             "source": source, "paths": len(rows),
              "questions": len({r["question_id"] for r in rows}),
              "best_epoch": metrics["best_epoch"], "train_s": round(train_s, 1),
              **on_held_out, "fit": {c: fit[c] for c in COLUMNS}}

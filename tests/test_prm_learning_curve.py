@@ -30,3 +30,8 @@ def test_recipe_replaces_kind_rate_and_lora():
 def test_recipe_rejects_an_unknown_suffix():
     with pytest.raises(click.BadParameter, match=r"lm_tokens\+qlora: the only suffix is \+lora"):
         curve.recipe_of(PrmConfig(), "lm_tokens+qlora")
+
+
+def test_recipe_rejects_a_rate_that_is_not_a_number():
+    with pytest.raises(click.BadParameter, match=r"lm_tokens@1e-4x: the learning rate '1e-4x'"):
+        curve.recipe_of(PrmConfig(), "lm_tokens@1e-4x")
