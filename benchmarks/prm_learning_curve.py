@@ -46,8 +46,8 @@ from sipf.config import load_params, prm_prompt_style
 from sipf.engines import ModelRef, open_generator
 from sipf.models import load_policy, load_tokenizer
 from sipf.pipeline.prm import (aggregate, build_examples, likelihood_step_scores, load_prm,
-                               mean_log_probs, pair_wins, ranking_accuracy, read_meta,
-                               score_steps, train_prm)
+                               mean_log_probs, pair_wins, ranking_accuracy, ranking_set,
+                               read_meta, score_steps, train_prm)
 from sipf.pipeline.reward_metrics import ranking_difference, reward_report
 from sipf.pipeline.simulation import select_paths, simulate
 from sipf.stages.common import read_rows, seed_everything, train_records_by_id
@@ -100,10 +100,12 @@ def split(pool: list[dict], held_out: int) -> tuple[list[dict], list[dict]]:
 
 
 def recipe_of(cfg: Any, spec: str) -> Any:
-    """params.yaml's ``prm`` section with ``KIND[@LEARNING_RATE][+lora]`` applied."""
-    spec, plus, extra = spec.partition("+")
-    if plus and extra != "lora":
-        raise click.BadParameter(f"{spec}+{extra}: the only suffix is +lora",
+    """params.yaml's ``prm`` section with ``KIND[@LEARNING_RATE][+lora][+rank]`` applied
+    (``+rank``: prm.select 'ranking')."""
+    spec, *extras = spec.split("+")
+    unknown = [e for e in extras if e not in ("lora", "rank")]
+    if unknown:
+        raise click.BadParameter(f"{spec}+{'+'.join(extras)}: the suffixes are +lora and +rank",
                                  param_hint="--kinds")
     kind, _, rate = spec.partition("@")
     try:
@@ -111,7 +113,8 @@ def recipe_of(cfg: Any, spec: str) -> Any:
     except ValueError:
         raise click.BadParameter(f"{spec}: the learning rate {rate!r} is not a number",
                                  param_hint="--kinds") from None
-    return dataclasses.replace(cfg, kind=kind, lora=cfg.lora or bool(plus), **rates)
+    return dataclasses.replace(cfg, kind=kind, lora=cfg.lora or "lora" in extras,
+                               select="ranking" if "rank" in extras else cfg.select, **rates)
 
 
 def mc_labels(params: Any, paths: list[dict], records: dict, prompts: dict, early_stop: bool,
@@ -228,11 +231,15 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
     results["baselines"]["step index only"] = {
         "step_auc_vs_oracle": results["baselines"]["oracle labels"]["step_index_only_auc"]}
     style = prm_prompt_style(params)
+    # +rank picks the epoch on questions outside every draw, the same ones for each size
+    ranking = ranking_set([{**p, "question": records[p["question_id"]].question}
+                           for p in candidates], {p["question_id"] for p in draw},
+                          cfg.select_questions, cfg.seed, style)
     for recipe in recipes:
         for source in [s.strip() for s in sources.split(",") if s.strip()]:
             for n in counts:
                 _point(recipe, params.model, source, n, by_size[n], labels, records, held,
-                       oracle, tokenizer, style, start, results, directory)
+                       oracle, tokenizer, style, start, results, directory, ranking)
     for prm in prms:
         _trained(prm, held, cfg, style, results, directory)
     click.echo(table(results))
@@ -257,7 +264,8 @@ def _trained(prm: str, held: HeldOut, cfg: Any, style: str | None, results: dict
 
 def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], labels: dict,
            records: dict, held: HeldOut, oracle: Any, tokenizer: Any, style: str | None,
-           backbone: str, results: dict[str, Any], directory: Path) -> None:
+           backbone: str, results: dict[str, Any], directory: Path,
+           ranking: list[dict]) -> None:
     """Train one PRM of recipe ``cfg`` on ``paths`` and add its point to ``results``."""
     rows = [{"path_id": p["path_id"], "question_id": p["question_id"],
              "question": records[p["question_id"]].question, "steps": list(p["steps"]),
@@ -265,9 +273,10 @@ def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], lab
     seed_everything(cfg.seed)
     started = time.perf_counter()
     lora = "-lora" if cfg.lora else ""
-    model_dir = directory / f"{cfg.kind}{lora}-{cfg.learning_rate:g}-{source}-{n}"
+    rank = "-rank" if cfg.select == "ranking" else ""
+    model_dir = directory / f"{cfg.kind}{lora}{rank}-{cfg.learning_rate:g}-{source}-{n}"
     metrics = train_prm(backbone, tokenizer, build_examples(rows, style), cfg, model_dir,
-                        model_cfg=model_cfg)
+                        model_cfg=model_cfg, ranking=ranking)
     train_s = time.perf_counter() - started
     model, prm_tokenizer = load_prm(model_dir)
     on_held_out = held.report(model, prm_tokenizer, list(range(len(held.questions))), cfg,
@@ -279,7 +288,7 @@ def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], lab
                         *_scored(model, prm_tokenizer, rows, cfg, style),
                         cfg.aggregate, oracle=[oracle(p) for p in paths])
     point = {"kind": cfg.kind, "learning_rate": cfg.learning_rate, "lora": cfg.lora,
-             "source": source, "paths": len(rows),
+             "select": cfg.select, "val_ranking": metrics["val_ranking"], "source": source, "paths": len(rows),
              "questions": len({r["question_id"] for r in rows}),
              "best_epoch": metrics["best_epoch"], "train_s": round(train_s, 1),
              **on_held_out, "fit": {c: fit[c] for c in COLUMNS}}
@@ -314,7 +323,8 @@ def table(results: dict[str, Any]) -> str:
         name, size = ((f"{p['kind']}, on the {p['paths']} held-out paths ({p['questions']} "
                        "questions) it never saw", "–") if p["source"] == "its own" else
                       (f"{p.get('kind', 'classifier')} (lr {p.get('learning_rate', '–')}"
-                       f"{', LoRA' if p.get('lora') else ''}), "
+                       f"{', LoRA' if p.get('lora') else ''}"
+                       f"{', epoch by ranking: ' + str(p['best_epoch']) if p.get('select') == 'ranking' else ''}), "
                        f"{p['source']} labels", f"{p['paths']} ({p['questions']})"))
         lines.append(f"| {name} | {size} | "
                      + " | ".join(cell(p[c]) for c in COLUMNS) + f" | {versus(p)} | "

@@ -573,6 +573,16 @@ class PrmConfig:
                             512)
     val_fraction: float = _help("Fraction of QUESTIONS held out to pick the best epoch "
                                 "(at least one when there are two or more).", 0.08)
+    select: str = _help("How the kept epoch is picked: 'step_accuracy' (the labelled steps of "
+                        "the val_fraction questions) or 'ranking' (how often a right path's "
+                        "reward beats a wrong one's, over the sampled paths of up to "
+                        "prm.select_questions questions that were not simulated: their "
+                        "outcomes come free; the untrained start, epoch 0, is a candidate "
+                        "too, so training the PRM can only be kept where it ranks better).",
+                        "step_accuracy")
+    select_questions: int = _help("With prm.select 'ranking': at most this many questions, each "
+                                  "with a right and a wrong sampled path; they count as seen by "
+                                  "the PRM in score's unseen_* metrics.", 100)
     lora: bool = _help("Train LoRA adapters (QLoRA under model.load_in_4bit) instead of all "
                        "weights; the new head always trains fully.", False)
     mode: str = _help("'retrain': a PRM per iteration; 'offline': train once in iteration 1 "
@@ -596,6 +606,8 @@ class PrmConfig:
         _at_least("prm.max_length", self.max_length, 8)
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"prm.val_fraction: must be in (0, 1), got {self.val_fraction}")
+        _choice("prm.select", self.select, ("step_accuracy", "ranking"))
+        _at_least("prm.select_questions", self.select_questions, 1)
         _choice("prm.mode", self.mode, ("retrain", "offline"))
         _choice("prm.aggregate", self.aggregate, AGGREGATES)
 

@@ -139,6 +139,38 @@ def test_tracked_metrics_hold_no_wall_time(iteration):
                            or "/tmp" in p.read_text()]
 
 
+def test_prm_select_ranking_picks_the_epoch_on_questions_simulate_did_not_label(
+        iteration, tmp_path, monkeypatch):
+    """prm.select 'ranking' (in a copy of the project, with three questions' step labels
+    dropped): the kept epoch is picked by ranking the pool's paths of two of them; those
+    count as seen, so score's unseen_* metrics are left with the third."""
+    import shutil
+    from sipf.storage import read_parquet, write_parquet
+    root = tmp_path / "project"
+    shutil.copytree(iteration[0], root)
+    monkeypatch.chdir(root)
+    labels = read_parquet("data/it1/step_labels.parquet")
+    questions = sorted({r["question_id"] for r in labels})
+    simulated, left = set(questions[:-3]), questions[-3:]
+    write_parquet([r for r in labels if r["question_id"] in simulated],
+                  "data/it1/step_labels.parquet")
+    prm = {**LOOP["prm"], "select": "ranking", "select_questions": 2}
+    tiny_params(root / "params.yaml", **{**LOOP, "prm": prm})
+    result = run("train_prm", "--iteration", "1", "--policy", "models/sft")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((root / "metrics/it1/prm.json").read_text())
+    assert metrics["select"] == "ranking" and metrics["start"]["epoch"] == 0
+    assert (metrics["ranking_questions"], metrics["ranking_paths"]) == (2, 4)
+    assert metrics["best_epoch"] in (0, 1)
+    assert (f"right above wrong {metrics['val_ranking']:.1%} on 2 unsimulated questions' "
+            "4 paths") in result.output
+    seen = set(json.loads((root / "models/it1/prm/prm.json").read_text())["questions"])
+    assert simulated < seen and len(seen - simulated) == 2 and seen - simulated < set(left)
+    result = run("score", "--iteration", "1", "--policy", "models/sft")
+    assert result.exit_code == 0, result.output
+    assert json.loads((root / "metrics/it1/score.json").read_text())["unseen_paths"] == 2
+
+
 def test_sample_at_iteration_2_grows_the_pool_of_iteration_1(iteration, monkeypatch):
     root, _ = iteration
     monkeypatch.chdir(root)

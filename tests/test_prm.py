@@ -20,8 +20,9 @@ from sipf.models import save_policy
 from sipf.pipeline.prm import (LABEL_TOKENS, PrmCollator, PrmTrainer, _BestEpoch,
                                _token_classifier, aggregate, build_examples,
                                closing_token_positions, encode, format_path, label_token_ids,
-                               likelihood_step_scores, load_prm, pair_wins, prm_loss,
-                               ranking_accuracy, read_meta, score_steps, split_questions,
+                               likelihood_step_scores, load_prm, pair_wins, path_prefix,
+                               prm_loss, ranking_accuracy, ranking_set, read_meta, score_steps,
+                               split_questions,
                                start_from_lm_head, step_accuracy, train_prm)
 from sipf.pipeline.token_prm import TokenPrm, encode_example, encode_steps, fit_calibration
 from tests.helpers import tiny_model
@@ -209,9 +210,67 @@ def test_best_epoch_tracker_restores_the_best_weights() -> None:
                                              start=1):
         with torch.no_grad():
             layer.weight.fill_(epoch)
-        best.offer(layer, epoch, accuracy, loss)
+        best.offer(layer, epoch, (accuracy, -loss))
     best.restore(layer)
     assert best.epoch == 2 and torch.all(layer.weight == 2)
+
+
+def test_ranking_set_takes_unsimulated_questions_with_both_outcomes() -> None:
+    outcomes = {1: (True, False), 2: (True, True), 3: (False, True, False), 4: (True, False),
+                5: (False, True), 6: (False,)}
+    pool = [{"question_id": q, "question": f"Q{q}?", "steps": [f"s{i}"], "outcome": o}
+            for q, row in outcomes.items() for i, o in enumerate(row)]
+    every = ranking_set(pool, exclude={4}, limit=10, seed=0, prompt_style="compact")
+    assert sorted({r["question_id"] for r in every}) == [1, 3, 5]
+    assert len(every) == 2 + 3 + 2  # every path of a chosen question
+    first = next(r for r in every if r["question_id"] == 3)
+    assert first == {"question_id": 3, "prefix": path_prefix("Q3?", "compact"), "steps": ["s0"],
+                     "outcome": False}
+    two = ranking_set(pool, exclude={4}, limit=2, seed=0)
+    assert len({r["question_id"] for r in two}) == 2
+    assert two == ranking_set(pool, exclude={4}, limit=2, seed=0)  # seeded
+    assert ranking_set(pool, exclude={1, 3, 4, 5}, limit=10, seed=0) == []
+
+
+def test_ranking_selection_keeps_training_only_where_it_ranks_better(tmp_path: Path) -> None:
+    tokenizer = _tiny_backbone(tmp_path / "backbone")
+    rows = _rows(16, monotone=True)
+    # fresh questions, each with a right path and a wrong one that slips at step 1, 2 or 3
+    pool = [{"question_id": 100 + q, "question": f"Q{100 + q}?", "steps": steps,
+             "outcome": "bad-" not in steps}
+            for q in range(6) for steps in (["good+"] * 3,
+                                            ["good+"] * (q % 3) + ["bad-"] * (3 - q % 3))]
+    ranking = ranking_set(pool, (), 6, 0)
+    assert len({r["question_id"] for r in ranking}) == 6
+
+    # a rate that moves nothing: every epoch ranks as the start does, and ties keep the start
+    still = PrmConfig(kind="lm_tokens", epochs=2, learning_rate=1e-9, batch_size=8,
+                      val_fraction=0.2, select="ranking", select_questions=6)
+    metrics = train_prm(tmp_path / "backbone", tokenizer, build_examples(rows), still,
+                        tmp_path / "still", ranking=ranking)
+    assert metrics["best_epoch"] == 0 and metrics["start"]["epoch"] == 0
+    assert metrics["val_ranking"] == metrics["start"]["val_ranking"] \
+        == metrics["per_epoch"][0]["val_ranking"]
+    assert (metrics["ranking_questions"], metrics["ranking_paths"]) == (6, len(ranking))
+    seen = set(read_meta(tmp_path / "still")["questions"])
+    assert seen == {r["question_id"] for r in rows} | {r["question_id"] for r in ranking}
+
+    # the classifier starts at a random head; learning the steps lifts its ranking
+    learns = dataclasses.replace(still, kind="classifier", epochs=6, learning_rate=2e-2)
+    metrics = train_prm(tmp_path / "backbone", tokenizer, build_examples(rows), learns,
+                        tmp_path / "learns", ranking=ranking)
+    assert metrics["best_epoch"] >= 1
+    assert metrics["val_ranking"] == 1.0 > metrics["start"]["val_ranking"]
+    assert metrics["val_ranking"] == max(e["val_ranking"] for e in metrics["per_epoch"])
+
+
+def test_ranking_selection_needs_questions_to_rank(tmp_path: Path) -> None:
+    tokenizer = _tiny_backbone(tmp_path / "backbone")
+    cfg = PrmConfig(kind="lm_tokens", epochs=1, batch_size=8, select="ranking")
+    with pytest.raises(DataError, match="no question outside the simulated ones"):
+        train_prm(tmp_path / "backbone", tokenizer, build_examples(_rows(4)), cfg,
+                  tmp_path / "prm", ranking=[])
+    assert not (tmp_path / "prm").exists()
 
 
 def test_score_steps_shapes_and_empty_paths(trained: dict) -> None:
@@ -311,7 +370,8 @@ def test_step_accuracy() -> None:
 @pytest.mark.parametrize("key, value", [
     ("backbone", ""), ("label", "fuzzy"), ("epochs", 0), ("learning_rate", 0.0),
     ("batch_size", 0), ("max_length", 4), ("val_fraction", 0.0), ("val_fraction", 1.0),
-    ("mode", "online"), ("aggregate", "max"), ("kind", "reward"), ("likelihood", "max")])
+    ("mode", "online"), ("aggregate", "max"), ("kind", "reward"), ("likelihood", "max"),
+    ("select", "loss"), ("select_questions", 0)])
 def test_config_errors_name_the_field(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=f"prm.{key}"):
         PrmConfig(**{key: value})

@@ -1,4 +1,4 @@
-"""benchmarks/prm_learning_curve.py's --kinds syntax: KIND[@LEARNING_RATE][+lora]."""
+"""benchmarks/prm_learning_curve.py's --kinds syntax: KIND[@LEARNING_RATE][+lora][+rank]."""
 
 import importlib.util
 import sys
@@ -25,10 +25,14 @@ def test_recipe_replaces_kind_rate_and_lora():
     lora = curve.recipe_of(base, "lm_tokens@3e-3+lora")
     assert (lora.kind, lora.learning_rate, lora.lora) == ("lm_tokens", 3e-3, True)
     assert curve.recipe_of(PrmConfig(lora=True), "lm_tokens").lora  # params.yaml's lora stays
+    assert lora.select == "step_accuracy"
+    ranked = curve.recipe_of(base, "lm_tokens@3e-5+lora+rank")
+    assert (ranked.learning_rate, ranked.lora, ranked.select) == (3e-5, True, "ranking")
+    assert curve.recipe_of(base, "lm_tokens+rank").select == "ranking"
 
 
 def test_recipe_rejects_an_unknown_suffix():
-    with pytest.raises(click.BadParameter, match=r"lm_tokens\+qlora: the only suffix is \+lora"):
+    with pytest.raises(click.BadParameter, match=r"lm_tokens\+qlora: the suffixes are \+lora and \+rank"):
         curve.recipe_of(PrmConfig(), "lm_tokens+qlora")
 
 

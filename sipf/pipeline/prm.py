@@ -102,6 +102,26 @@ def build_examples(rows: Sequence[dict[str, Any]],
     return examples
 
 
+def ranking_set(pool: Sequence[dict[str, Any]], exclude: Iterable[Any], limit: int, seed: int,
+                prompt_style: str | None = None) -> list[dict[str, Any]]:
+    """The paths of up to ``limit`` questions of the sampled ``pool`` (rows ``{question_id,
+    question, steps, outcome}``) that have a right and a wrong path and are not in
+    ``exclude`` (the simulated ones), drawn with ``seed``: ``{question_id, prefix, steps,
+    outcome}``, what prm.select 'ranking' picks the kept epoch on. Their outcomes come free
+    with the pool (the final answer is checked), so no rollout is spent on them."""
+    skip = set(exclude)
+    by_question: dict[Any, list[dict[str, Any]]] = {}
+    for row in pool:
+        if row["question_id"] not in skip:
+            by_question.setdefault(row["question_id"], []).append(row)
+    both = sorted((q for q, rows in by_question.items()
+                   if len({bool(r["outcome"]) for r in rows}) == 2), key=str)
+    random.Random(seed).shuffle(both)
+    return [{"question_id": q, "prefix": path_prefix(row["question"], prompt_style),
+             "steps": list(row["steps"]), "outcome": bool(row["outcome"])}
+            for q in both[:limit] for row in by_question[q]]
+
+
 def closing_token_positions(tokenizer: PreTrainedTokenizerBase, text: str,
                             closing: Sequence[int]) -> tuple[list[int], list[int]]:
     """Token ids of ``text`` and, per closing character index, the token that closes the step.
@@ -231,19 +251,27 @@ def score_steps(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
     """
     if len(questions) != len(paths):
         raise ValueError(f"{len(questions)} questions but {len(paths)} paths")
+    features, positions = path_features(model, tokenizer,
+                                        [path_prefix(q, prompt_style) for q in questions], paths)
+    return _probabilities(model, features, positions, batch_size, _pad_id(tokenizer))
+
+
+def path_features(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
+                  prefixes: Sequence[str], paths: Sequence[Sequence[str]]
+                  ) -> tuple[list[dict[str, list]], list[list[int]]]:
+    """What :func:`_probabilities` reads to score every step of each ``prefix + path``:
+    the steps' indices for kind lm_tokens, their closing tokens for the head kinds."""
     features, positions = [], []
-    for question, steps in zip(questions, paths):
+    for prefix, steps in zip(prefixes, paths):
         if isinstance(model, TokenPrm):
-            ids, token_step = encode_steps(tokenizer, path_prefix(question, prompt_style),
-                                           steps, model.reduce)
+            ids, token_step = encode_steps(tokenizer, prefix, steps, model.reduce)
             features.append({"input_ids": ids, "token_step": token_step})
             positions.append(list(range(len(steps))))
         else:
-            ids, closing = closing_token_positions(tokenizer,
-                                                   *format_path(question, steps, prompt_style))
+            ids, closing = closing_token_positions(tokenizer, *join_steps(prefix, steps))
             features.append({"input_ids": ids})
             positions.append(closing)
-    return _probabilities(model, features, positions, batch_size, _pad_id(tokenizer))
+    return features, positions
 
 
 @torch.inference_mode()
@@ -548,17 +576,17 @@ class PrmTrainer(Trainer):
 
 
 class _BestEpoch:
-    """A CPU copy of the trainable weights of the best epoch so far: higher step accuracy,
-    ties to lower loss, further ties to the earlier epoch. Under LoRA that is only the
-    adapter and the head; a full fine-tune holds one extra copy of the model in RAM."""
+    """A CPU copy of the trainable weights of the best epoch so far: the higher ``key``
+    (step accuracy then lower loss, or the ranking), ties to the earlier epoch. Under LoRA
+    that is only the adapter and the head; a full fine-tune holds one extra copy of the
+    model in RAM."""
 
     def __init__(self) -> None:
         self.epoch = 0
-        self.key: tuple[float, float] | None = None
+        self.key: tuple[float, ...] | None = None
         self.state: dict[str, torch.Tensor] = {}
 
-    def offer(self, model: torch.nn.Module, epoch: int, accuracy: float, loss: float) -> None:
-        key = (accuracy, -loss)
+    def offer(self, model: torch.nn.Module, epoch: int, key: tuple[float, ...]) -> None:
         if self.key is None or key > self.key:
             self.epoch, self.key = epoch, key
             self.state = {name: p.detach().to("cpu", copy=True)
@@ -571,24 +599,58 @@ class _BestEpoch:
                 p.copy_(self.state[name])
 
 
+@dataclass
+class _Ranking:
+    """prm.select 'ranking': pool paths of questions the PRM does not train on, encoded for
+    the model, their outcomes, and how step scores aggregate into a path reward."""
+    features: list[dict[str, list]]
+    positions: list[list[int]]
+    question_ids: list[Any]
+    outcomes: list[bool]
+    aggregate: str
+
+    def accuracy(self, model: torch.nn.Module, batch_size: int, pad_token_id: int) -> float:
+        scores = _probabilities(model, self.features, self.positions, batch_size, pad_token_id)
+        rewards = [aggregate(s, self.aggregate) for s in scores]
+        return ranking_accuracy(self.question_ids, self.outcomes, rewards) or 0.0
+
+
 class _EpochEnd(TrainerCallback):
-    """Validates after every epoch, remembers the best weights, logs to dvclive."""
+    """Validates after every epoch, remembers the best weights, logs to dvclive. With a
+    ranking set the kept epoch is the one that ranks its right paths above its wrong ones
+    best, the untrained start (epoch 0) included; else the best labelled step accuracy."""
 
     def __init__(self, trainer: PrmTrainer, val: list[dict[str, list]], batch_size: int,
-                 pad_token_id: int, live: Any) -> None:
-        self.trainer, self.val, self.live = trainer, val, live
+                 pad_token_id: int, live: Any, ranking: _Ranking | None = None) -> None:
+        self.trainer, self.val, self.live, self.ranking = trainer, val, live, ranking
         self.batch_size, self.pad_token_id = batch_size, pad_token_id
         self.best = _BestEpoch()
+        self.start: dict[str, Any] = {}
         self.per_epoch: list[dict[str, Any]] = []
+
+    def _measure(self, epoch: int) -> dict[str, Any]:
+        model, row = self.trainer.model, {}
+        if self.val:
+            row.update(_validate(model, self.val, self.batch_size, self.pad_token_id))
+        if self.ranking is not None:
+            row["val_ranking"] = self.ranking.accuracy(model, self.batch_size,
+                                                       self.pad_token_id)
+            self.best.offer(model, epoch, (row["val_ranking"],))
+        elif self.val:
+            self.best.offer(model, epoch, (row["val_step_accuracy"], -row["val_loss"]))
+        return row
+
+    def on_train_begin(self, args: TrainingArguments, state: Any, control: Any,
+                       **kwargs: Any) -> None:
+        if self.ranking is not None and is_main():  # the start is a candidate too
+            self.start = {"epoch": 0, **self._measure(0)}
 
     def on_epoch_end(self, args: TrainingArguments, state: Any, control: Any,
                      **kwargs: Any) -> None:
-        model = self.trainer.model
         row: dict[str, Any] = {"epoch": len(self.per_epoch) + 1,
                                "train_loss": self.trainer.pop_epoch_loss()}
-        if self.val and is_main():  # only rank 0's PRM is saved, so only it validates
-            row.update(_validate(model, self.val, self.batch_size, self.pad_token_id))
-            self.best.offer(model, row["epoch"], row["val_step_accuracy"], row["val_loss"])
+        if is_main():  # only rank 0's PRM is saved, so only it validates
+            row.update(self._measure(row["epoch"]))
         self.per_epoch.append(row)
         if self.live is not None:
             for key, value in row.items():
@@ -611,15 +673,18 @@ def _validate(model: PreTrainedModel, features: list[dict[str, list]], batch_siz
 
 def train_prm(backbone_dir: str | Path, tokenizer: PreTrainedTokenizerBase,
               examples: Sequence[dict[str, Any]], cfg: PrmConfig, out_dir: str | Path,
-              live_dir: str | Path | None = None, *, model_cfg: ModelConfig | None = None
-              ) -> dict[str, Any]:
+              live_dir: str | Path | None = None, *, model_cfg: ModelConfig | None = None,
+              ranking: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """Train a PRM from ``backbone_dir`` on :func:`build_examples` output; save the best epoch.
 
     ``model_cfg`` supplies dtype, 4-bit loading (used only with ``cfg.lora``: QLoRA) and the
     LoRA hyper-parameters; by default float32 with the project's LoRA defaults. Returns
     ``{best_epoch, val_step_accuracy, train_steps (optimizer steps), per_epoch, ...}``;
     with a single question there is no validation, the last epoch is kept and the
-    validation metrics are None.
+    validation metrics are None. Under ``cfg.select`` 'ranking' the kept epoch is the one
+    that ranks the ``ranking`` paths (:func:`ranking_set`) best, the start (epoch 0, the
+    calibrated likelihood for lm_tokens) included; their questions join those the PRM
+    lists as seen.
 
     Kind ``likelihood`` trains nothing: ``out_dir`` gets only its ``prm.json`` (scores come
     from the policy, :func:`likelihood_step_scores`) and the metrics say so.
@@ -641,6 +706,9 @@ def train_prm(backbone_dir: str | Path, tokenizer: PreTrainedTokenizerBase,
            if (f := features(e)) is not None]
     if not train:
         raise DataError("no training path has a labelled step within prm.max_length")
+    if cfg.select == "ranking" and not ranking:
+        raise DataError("prm.select is 'ranking' but no question outside the simulated ones "
+                        "has both a right and a wrong path to rank")
     quantized = cfg.lora and model_cfg.load_in_4bit
     set_seed(cfg.seed)  # the new head is initialised here, before the Trainer seeds anything
     pad_id = _pad_id(tokenizer)
@@ -658,22 +726,36 @@ def train_prm(backbone_dir: str | Path, tokenizer: PreTrainedTokenizerBase,
                                                  remove_unused_columns=False))
         trainer = PrmTrainer(model=model, args=args, train_dataset=train,
                              data_collator=PrmCollator(pad_id))
-        epoch_end = _EpochEnd(trainer, val, cfg.batch_size, pad_id, live)
+        rank = None
+        if cfg.select == "ranking":
+            features, positions = path_features(model, tokenizer,
+                                                [r["prefix"] for r in ranking],
+                                                [r["steps"] for r in ranking])
+            rank = _Ranking(features, positions, [r["question_id"] for r in ranking],
+                            [bool(r["outcome"]) for r in ranking], cfg.aggregate)
+        epoch_end = _EpochEnd(trainer, val, cfg.batch_size, pad_id, live, rank)
         trainer.add_callback(epoch_end)
         trainer.train()
-    best_epoch = epoch_end.best.epoch or len(epoch_end.per_epoch)  # no validation: the last
-    epoch_end.best.restore(trainer.model)
+    best = epoch_end.best
+    # no validation: the last epoch
+    best_epoch = best.epoch if best.key is not None else len(epoch_end.per_epoch)
+    best.restore(trainer.model)
+    rank_ids = {r["question_id"] for r in ranking} if rank is not None else set()
     _save(trainer.model, tokenizer, out_dir, backbone_dir, cfg, model_cfg, quantized,
-          questions=train_ids | val_ids)
-    best_accuracy = epoch_end.per_epoch[best_epoch - 1].get("val_step_accuracy")
+          questions=train_ids | val_ids | rank_ids)
+    kept = epoch_end.start if best_epoch == 0 else epoch_end.per_epoch[best_epoch - 1]
+    best_accuracy = kept.get("val_step_accuracy")
     if live is not None:  # the summary otherwise shows the last epoch, not the kept one
-        live.summary.update(best_epoch=best_epoch, best_val_step_accuracy=best_accuracy)
+        live.summary.update(best_epoch=best_epoch, best_val_step_accuracy=best_accuracy,
+                            **({"best_val_ranking": kept["val_ranking"]} if rank else {}))
         live.end()
-    return {"kind": cfg.kind, "best_epoch": best_epoch, "val_step_accuracy": best_accuracy,
+    return {"kind": cfg.kind, "select": cfg.select, "best_epoch": best_epoch,
+            "val_step_accuracy": best_accuracy, "val_ranking": kept.get("val_ranking"),
             "train_steps": trainer.state.global_step,
             "train_questions": len(train_ids), "val_questions": len(val_ids),
             "train_paths": len(train), "val_paths": len(val),
-            "per_epoch": epoch_end.per_epoch}
+            "ranking_questions": len(rank_ids), "ranking_paths": len(ranking) if rank else 0,
+            "start": epoch_end.start, "per_epoch": epoch_end.per_epoch}
 
 
 def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path,

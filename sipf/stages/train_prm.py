@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 from sipf import layout
-from sipf.config import prm_prompt_style
+from sipf.config import PrmConfig, prm_prompt_style
 from sipf.models import load_tokenizer
-from sipf.pipeline.prm import build_examples, train_prm
+from sipf.pipeline.prm import build_examples, ranking_set, train_prm
 from sipf.stages.common import (LoopStage, check_ids, loop_stage, read_rows, seed_everything,
                                 train_records_by_id)
 from sipf.storage import atomic_path, write_json
@@ -48,16 +48,38 @@ def main(stage: LoopStage) -> None:
         backbone = str(layout.VERIFIER)
     elif cfg.backbone != "policy":
         backbone = cfg.backbone
-    examples = build_examples(labelled_paths(source_k, cfg.label), prm_prompt_style(params))
+    style = prm_prompt_style(params)
+    examples = build_examples(labelled_paths(source_k, cfg.label), style)
+    ranking = (ranking_paths(source_k, {e["question_id"] for e in examples}, cfg, style)
+               if cfg.select == "ranking" and cfg.kind != "likelihood" else [])
     with atomic_path(it.live_dir("prm"), directory=True) as live_dir:  # with the PRM
         metrics = train_prm(backbone, load_tokenizer(layout.BASE), examples, cfg, it.prm,
-                            live_dir=live_dir, model_cfg=params.model)
+                            live_dir=live_dir, model_cfg=params.model, ranking=ranking)
     write_json(metrics, it.stage_metrics("prm"))
     if cfg.kind == "likelihood":
         stage.say(f"likelihood PRM ({cfg.likelihood}): nothing trained; score reads the "
                   "policy's own token probabilities")
     else:
-        accuracy = metrics["val_step_accuracy"]
-        stage.say(f"{cfg.kind} PRM on {len(examples)} paths: best epoch "
-                  f"{metrics['best_epoch']}, held-out step accuracy "
-                  + ("n/a" if accuracy is None else f"{accuracy:.1%}"))
+        stage.say(_summary(cfg.kind, len(examples), metrics))
+
+
+def ranking_paths(k: int, simulated: set, cfg: PrmConfig, style: str | None) -> list[dict]:
+    """prm.select 'ranking': iteration k's sampled paths of up to prm.select_questions
+    questions with both outcomes that simulate did not label."""
+    records, _ = train_records_by_id()
+    pool = read_rows(layout.Iteration(k).samples, "samples")
+    check_ids(pool, records, layout.Iteration(k).samples)
+    rows = [{**row, "question": records[row["question_id"]].question} for row in pool]
+    return ranking_set(rows, simulated, cfg.select_questions, cfg.seed, style)
+
+
+def _summary(kind: str, paths: int, metrics: dict) -> str:
+    accuracy, epoch = metrics["val_step_accuracy"], metrics["best_epoch"]
+    line = (f"{kind} PRM on {paths} paths: kept epoch {epoch}"
+            + (" (the untrained start)" if epoch == 0 else "")
+            + ", held-out step accuracy " + ("n/a" if accuracy is None else f"{accuracy:.1%}"))
+    if metrics.get("select") == "ranking":
+        line += (f", right above wrong {metrics['val_ranking']:.1%} on "
+                 f"{metrics['ranking_questions']} unsimulated questions' "
+                 f"{metrics['ranking_paths']} paths")
+    return line
