@@ -708,7 +708,9 @@ def train_prm(backbone_dir: str | Path, tokenizer: PreTrainedTokenizerBase,
         raise DataError("no training path has a labelled step within prm.max_length")
     if cfg.select == "ranking" and not ranking:
         raise DataError("prm.select is 'ranking' but no question outside the simulated ones "
-                        "has both a right and a wrong path to rank")
+                        "has both a right and a wrong path to rank: sample more questions "
+                        "(sample.question_limit), simulate fewer (simulate.max_paths) or "
+                        "set prm.select to step_accuracy")
     quantized = cfg.lora and model_cfg.load_in_4bit
     set_seed(cfg.seed)  # the new head is initialised here, before the Trainer seeds anything
     pad_id = _pad_id(tokenizer)
