@@ -288,7 +288,8 @@ def _point(cfg: Any, model_cfg: Any, source: str, n: int, paths: list[dict], lab
                         *_scored(model, prm_tokenizer, rows, cfg, style),
                         cfg.aggregate, oracle=[oracle(p) for p in paths])
     point = {"kind": cfg.kind, "learning_rate": cfg.learning_rate, "lora": cfg.lora,
-             "select": cfg.select, "val_ranking": metrics["val_ranking"], "source": source, "paths": len(rows),
+             "select": cfg.select, "val_ranking": metrics["val_ranking"], "source": source,
+             "paths": len(rows),
              "questions": len({r["question_id"] for r in rows}),
              "best_epoch": metrics["best_epoch"], "train_s": round(train_s, 1),
              **on_held_out, "fit": {c: fit[c] for c in COLUMNS}}
@@ -324,7 +325,8 @@ def table(results: dict[str, Any]) -> str:
                        "questions) it never saw", "–") if p["source"] == "its own" else
                       (f"{p.get('kind', 'classifier')} (lr {p.get('learning_rate', '–')}"
                        f"{', LoRA' if p.get('lora') else ''}"
-                       f"{', epoch by ranking: ' + str(p['best_epoch']) if p.get('select') == 'ranking' else ''}), "
+                       + (f", epoch by ranking: {p['best_epoch']}"
+                          if p.get("select") == "ranking" else "") + "), "
                        f"{p['source']} labels", f"{p['paths']} ({p['questions']})"))
         lines.append(f"| {name} | {size} | "
                      + " | ".join(cell(p[c]) for c in COLUMNS) + f" | {versus(p)} | "

@@ -749,14 +749,16 @@ def train_prm(backbone_dir: str | Path, tokenizer: PreTrainedTokenizerBase,
     best_accuracy = kept.get("val_step_accuracy")
     if live is not None:  # the summary otherwise shows the last epoch, not the kept one
         live.summary.update(best_epoch=best_epoch, best_val_step_accuracy=best_accuracy,
-                            **({"best_val_ranking": kept["val_ranking"]} if rank else {}))
+                            **({"best_val_ranking": kept["val_ranking"]}
+                               if rank is not None else {}))
         live.end()
     return {"kind": cfg.kind, "select": cfg.select, "best_epoch": best_epoch,
             "val_step_accuracy": best_accuracy, "val_ranking": kept.get("val_ranking"),
             "train_steps": trainer.state.global_step,
             "train_questions": len(train_ids), "val_questions": len(val_ids),
             "train_paths": len(train), "val_paths": len(val),
-            "ranking_questions": len(rank_ids), "ranking_paths": len(ranking) if rank else 0,
+            "ranking_questions": len(rank_ids),
+            "ranking_paths": len(ranking) if rank is not None else 0,
             "start": epoch_end.start, "per_epoch": epoch_end.per_epoch}
 
 
