@@ -81,7 +81,7 @@ def main(out: str, only: str) -> None:
     if unknown:
         raise click.BadParameter(f"unknown variants {sorted(unknown)} (known: {list(VARIANTS)})")
     records, prompts = train_records_by_id()
-    labelled = labelled_paths(1, params.prm.label)
+    labelled = labelled_paths(1, params.prm.label, records)
     seen = {p["question_id"] for p in labelled}
     pool = read_rows(layout.Iteration(1).samples, "samples")
     steps = [list(p["steps"]) for p in pool]

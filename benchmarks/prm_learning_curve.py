@@ -232,9 +232,9 @@ def main(sizes: str, held_out: int, sources: str, early_stop: bool, kinds: str,
         "step_auc_vs_oracle": results["baselines"]["oracle labels"]["step_index_only_auc"]}
     style = prm_prompt_style(params)
     # +rank picks the epoch on questions outside every draw, the same ones for each size
-    ranking = ranking_set([{**p, "question": records[p["question_id"]].question}
-                           for p in candidates], {p["question_id"] for p in draw},
-                          cfg.select_questions, cfg.seed, style)
+    ranking = ranking_set(candidates, lambda q: records[q].question,
+                          {p["question_id"] for p in draw}, cfg.select_questions, cfg.seed,
+                          style)
     for recipe in recipes:
         for source in [s.strip() for s in sources.split(",") if s.strip()]:
             for n in counts:

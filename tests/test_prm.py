@@ -218,29 +218,31 @@ def test_best_epoch_tracker_restores_the_best_weights() -> None:
 def test_ranking_set_takes_unsimulated_questions_with_both_outcomes() -> None:
     outcomes = {1: (True, False), 2: (True, True), 3: (False, True, False), 4: (True, False),
                 5: (False, True), 6: (False,)}
-    pool = [{"question_id": q, "question": f"Q{q}?", "steps": [f"s{i}"], "outcome": o}
+    pool = [{"question_id": q, "steps": [f"s{i}"], "outcome": o}
             for q, row in outcomes.items() for i, o in enumerate(row)]
-    every = ranking_set(pool, exclude={4}, limit=10, seed=0, prompt_style="compact")
+
+    def text(q: int) -> str:
+        return f"Q{q}?"
+    every = ranking_set(pool, text, exclude={4}, limit=10, seed=0, prompt_style="compact")
     assert sorted({r["question_id"] for r in every}) == [1, 3, 5]
     assert len(every) == 2 + 3 + 2  # every path of a chosen question
     first = next(r for r in every if r["question_id"] == 3)
     assert first == {"question_id": 3, "prefix": path_prefix("Q3?", "compact"), "steps": ["s0"],
                      "outcome": False}
-    two = ranking_set(pool, exclude={4}, limit=2, seed=0)
+    two = ranking_set(pool, text, exclude={4}, limit=2, seed=0)
     assert len({r["question_id"] for r in two}) == 2
-    assert two == ranking_set(pool, exclude={4}, limit=2, seed=0)  # seeded
-    assert ranking_set(pool, exclude={1, 3, 4, 5}, limit=10, seed=0) == []
+    assert two == ranking_set(pool, text, exclude={4}, limit=2, seed=0)  # seeded
+    assert ranking_set(pool, text, exclude={1, 3, 4, 5}, limit=10, seed=0) == []
 
 
 def test_ranking_selection_keeps_training_only_where_it_ranks_better(tmp_path: Path) -> None:
     tokenizer = _tiny_backbone(tmp_path / "backbone")
     rows = _rows(16, monotone=True)
     # fresh questions, each with a right path and a wrong one that slips at step 1, 2 or 3
-    pool = [{"question_id": 100 + q, "question": f"Q{100 + q}?", "steps": steps,
-             "outcome": "bad-" not in steps}
+    pool = [{"question_id": 100 + q, "steps": steps, "outcome": "bad-" not in steps}
             for q in range(6) for steps in (["good+"] * 3,
                                             ["good+"] * (q % 3) + ["bad-"] * (3 - q % 3))]
-    ranking = ranking_set(pool, (), 6, 0)
+    ranking = ranking_set(pool, lambda q: f"Q{q}?", (), 6, 0)
     assert len({r["question_id"] for r in ranking}) == 6
 
     # a rate that moves nothing: every epoch ranks as the start does, and ties keep the start

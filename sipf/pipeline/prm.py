@@ -25,7 +25,7 @@ import math
 import random
 import tempfile
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,13 +102,15 @@ def build_examples(rows: Sequence[dict[str, Any]],
     return examples
 
 
-def ranking_set(pool: Sequence[dict[str, Any]], exclude: Iterable[Any], limit: int, seed: int,
+def ranking_set(pool: Sequence[dict[str, Any]], question_text: Callable[[Any], str],
+                exclude: Iterable[Any], limit: int, seed: int,
                 prompt_style: str | None = None) -> list[dict[str, Any]]:
     """The paths of up to ``limit`` questions of the sampled ``pool`` (rows ``{question_id,
-    question, steps, outcome}``) that have a right and a wrong path and are not in
-    ``exclude`` (the simulated ones), drawn with ``seed``: ``{question_id, prefix, steps,
-    outcome}``, what prm.select 'ranking' picks the kept epoch on. Their outcomes come free
-    with the pool (the final answer is checked), so no rollout is spent on them."""
+    steps, outcome}``; ``question_text`` gives a question id's text) that have a right and a
+    wrong path and are not in ``exclude`` (the simulated ones), drawn with ``seed``:
+    ``{question_id, prefix, steps, outcome}``, what prm.select 'ranking' picks the kept epoch
+    on. Their outcomes come free with the pool (the final answer is checked), so no rollout
+    is spent on them."""
     skip = set(exclude)
     by_question: dict[Any, list[dict[str, Any]]] = {}
     for row in pool:
@@ -117,7 +119,7 @@ def ranking_set(pool: Sequence[dict[str, Any]], exclude: Iterable[Any], limit: i
     both = sorted((q for q, rows in by_question.items()
                    if len({bool(r["outcome"]) for r in rows}) == 2), key=str)
     random.Random(seed).shuffle(both)
-    return [{"question_id": q, "prefix": path_prefix(row["question"], prompt_style),
+    return [{"question_id": q, "prefix": path_prefix(question_text(q), prompt_style),
              "steps": list(row["steps"]), "outcome": bool(row["outcome"])}
             for q in both[:limit] for row in by_question[q]]
 

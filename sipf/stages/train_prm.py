@@ -11,13 +11,14 @@ from sipf.pipeline.prm import build_examples, ranking_set, train_prm
 from sipf.stages.common import (LoopStage, check_ids, loop_stage, read_rows, seed_everything,
                                 train_records_by_id)
 from sipf.storage import atomic_path, write_json
+from sipf.tasks.kinds import Question
 
 
-def labelled_paths(k: int, label: str) -> list[dict]:
-    """One row per simulated path: its question, steps and per-step targets."""
+def labelled_paths(k: int, label: str, records: dict[str, Question]) -> list[dict]:
+    """One row per simulated path: its question, steps and per-step targets (``records``:
+    the training questions by id)."""
     source = layout.Iteration(k).step_labels
     rows = read_rows(source, "step_labels")
-    records, _ = train_records_by_id()
     check_ids(rows, records, source)
     by_path: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
@@ -49,8 +50,10 @@ def main(stage: LoopStage) -> None:
     elif cfg.backbone != "policy":
         backbone = cfg.backbone
     style = prm_prompt_style(params)
-    examples = build_examples(labelled_paths(source_k, cfg.label), style)
-    ranking = (ranking_paths(source_k, {e["question_id"] for e in examples}, cfg, style)
+    records, _ = train_records_by_id()
+    examples = build_examples(labelled_paths(source_k, cfg.label, records), style)
+    ranking = (ranking_paths(source_k, {e["question_id"] for e in examples}, cfg, style,
+                             records)
                if cfg.select == "ranking" and cfg.kind != "likelihood" else [])
     with atomic_path(it.live_dir("prm"), directory=True) as live_dir:  # with the PRM
         metrics = train_prm(backbone, load_tokenizer(layout.BASE), examples, cfg, it.prm,
@@ -63,14 +66,15 @@ def main(stage: LoopStage) -> None:
         stage.say(_summary(cfg.kind, len(examples), metrics))
 
 
-def ranking_paths(k: int, simulated: set, cfg: PrmConfig, style: str | None) -> list[dict]:
+def ranking_paths(k: int, simulated: set, cfg: PrmConfig, style: str | None,
+                  records: dict[str, Question]) -> list[dict]:
     """prm.select 'ranking': iteration k's sampled paths of up to prm.select_questions
     questions with both outcomes that simulate did not label."""
-    records, _ = train_records_by_id()
-    pool = read_rows(layout.Iteration(k).samples, "samples")
-    check_ids(pool, records, layout.Iteration(k).samples)
-    rows = [{**row, "question": records[row["question_id"]].question} for row in pool]
-    return ranking_set(rows, simulated, cfg.select_questions, cfg.seed, style)
+    source = layout.Iteration(k).samples
+    pool = read_rows(source, "samples")
+    check_ids(pool, records, source)
+    return ranking_set(pool, lambda q: records[q].question, simulated, cfg.select_questions,
+                       cfg.seed, style)
 
 
 def _summary(kind: str, paths: int, metrics: dict) -> str:
