@@ -147,7 +147,8 @@ def mc_labels(params: Any, paths: list[dict], records: dict, prompts: dict, earl
 @click.option("--early-stop/--no-early-stop", default=True, show_default=True,
               help="Monte-Carlo labels with simulate.early_stop (same hard labels, fewer rollouts).")
 @click.option("--kinds", default="", help="PRM kinds to train, comma-separated, each "
-              "KIND[@LEARNING_RATE][+lora] (default: params.yaml's prm.kind, rate and lora).")
+              "KIND[@LEARNING_RATE][+lora][+rank] (+rank: prm.select 'ranking'; default: "
+              "params.yaml's prm.kind, rate, lora and select).")
 @click.option("--backbone", default="", help="The PRMs' starting weights, a model directory "
               "such as another seed's M0 or models/verifier (default: M0, the policy); its "
               "untrained likelihood joins the baselines. Rollouts always come from M0.")
