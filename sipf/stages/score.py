@@ -24,6 +24,13 @@ UNSEEN_KEYS = ("right_above_wrong", "likelihood_right_above_wrong",
                "step_auc_within_question_and_index")
 
 
+def score_row(path: dict, step_scores: list[float], reward: float, k: int) -> dict:
+    """The row of data/it<k>/scores.parquet for one sampled ``path``."""
+    return {"question_id": path["question_id"], "path_id": path["path_id"], "text": path["text"],
+            "outcome": path["outcome"], "step_scores": step_scores, "reward": reward,
+            "iteration": k}
+
+
 @loop_stage("score")
 def main(stage: LoopStage) -> None:
     """PRM step scores and path rewards -> data/it<k>/scores.parquet; the reward model's
@@ -34,9 +41,7 @@ def main(stage: LoopStage) -> None:
     records, prompts = train_records_by_id()
     check_ids(paths, records, it.samples, unique="path_id")
     if method_named(params.method).feedback == "none":
-        rows = [{"question_id": p["question_id"], "path_id": p["path_id"], "text": p["text"],
-                 "outcome": p["outcome"], "step_scores": [], "reward": float(bool(p["outcome"])),
-                 "iteration": k} for p in paths]
+        rows = [score_row(p, [], float(bool(p["outcome"])), k) for p in paths]
         write_parquet(rows, it.scores)
         write_json({"paths": len(rows), "aggregate": "outcome"}, it.stage_metrics("score"))
         stage.say(f"{len(rows)} paths rewarded by their outcome")
@@ -56,9 +61,7 @@ def main(stage: LoopStage) -> None:
         scores = score_steps(model, tokenizer,
                              [records[p["question_id"]].question for p in paths], steps,
                              batch_size=cfg.batch_size, prompt_style=prm_prompt_style(params))
-    rows = [{"question_id": p["question_id"], "path_id": p["path_id"], "text": p["text"],
-             "outcome": p["outcome"], "step_scores": s, "reward": aggregate(s, cfg.aggregate),
-             "iteration": k} for p, s in zip(paths, scores)]
+    rows = [score_row(p, s, aggregate(s, cfg.aggregate), k) for p, s in zip(paths, scores)]
     likelihoods = mean_log_probs(policy, policy_tokenizer,
                                  [prompts[p["question_id"]] for p in paths],
                                  [p["text"] for p in paths], batch_size=cfg.batch_size)
