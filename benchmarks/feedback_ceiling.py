@@ -5,8 +5,9 @@ and the rest of the iteration run unchanged on them.
     python benchmarks/feedback_ceiling.py --iteration 1 --feedback process   # oracle step labels
     python benchmarks/feedback_ceiling.py --iteration 1 --feedback outcome   # the path's outcome
 
-``process``: each step's exact label (its ``<<expr=value>>`` checked), the path's reward their
-mean (``prm.aggregate``'s default): the best any PRM could say. ``outcome``: 1 for a right
+``process``: each step's exact label (the task's step oracle: arith checks its
+``<<expr=value>>``), the path's reward their ``prm.aggregate`` (mean by default): the best any
+PRM could say. ``outcome``: 1 for a right
 answer, 0 for a wrong one: the best any ORM (SIOF) could say. Run in a scratch clone, in place
 of ``simulate``, ``train_prm`` and ``score`` (not a stage: it writes a stage's output outside
 DVC). One iteration, after ``sipf sample --iteration K --policy P``::
@@ -23,24 +24,25 @@ from collections.abc import Iterable, Mapping
 
 import click
 
+from sipf.config import load_params
+from sipf.errors import DataError
 from sipf.layout import Iteration
 from sipf.pipeline.prm import aggregate
-from sipf.stages.common import read_rows, train_records_by_id
+from sipf.stages.common import check_ids, read_rows, train_records_by_id
+from sipf.stages.score import score_row
 from sipf.storage import write_parquet
-from sipf.tasks.arith import step_labels
+from sipf.tasks.registry import StepOracle, task_named
 
 
-def exact_rewards(paths: Iterable[dict], records: Mapping[str, dict], feedback: str,
-                  iteration: int) -> list[dict]:
-    """``score``'s rows for ``paths``, the rewards from the oracle (``process``) or the
-    outcome (``outcome``) instead of a PRM."""
+def exact_rewards(paths: Iterable[dict], records: Mapping[str, object], oracle: StepOracle,
+                  feedback: str, how: str, iteration: int) -> list[dict]:
+    """``score``'s rows for ``paths``: the oracle's step labels, and as the reward their
+    aggregate ``how`` (``process``) or the path's outcome (``outcome``) instead of a PRM's."""
     rows = []
     for p in paths:
-        steps = [float(x) for x in step_labels(records[p["question_id"]], list(p["steps"]))]
-        reward = float(bool(p["outcome"])) if feedback == "outcome" else aggregate(steps, "mean")
-        rows.append({"question_id": p["question_id"], "path_id": p["path_id"], "text": p["text"],
-                     "outcome": p["outcome"], "step_scores": steps, "reward": reward,
-                     "iteration": iteration})
+        steps = [float(x) for x in oracle(records[p["question_id"]], list(p["steps"]))]
+        reward = float(bool(p["outcome"])) if feedback == "outcome" else aggregate(steps, how)
+        rows.append(score_row(p, steps, reward, iteration))
     return rows
 
 
@@ -48,9 +50,18 @@ def exact_rewards(paths: Iterable[dict], records: Mapping[str, dict], feedback: 
 @click.option("--iteration", type=int, required=True)
 @click.option("--feedback", type=click.Choice(["process", "outcome"]), required=True)
 def main(iteration: int, feedback: str) -> None:
+    params = load_params()
+    oracle = task_named(params.prepare.task).step_oracle
+    if oracle is None:
+        raise click.ClickException(f"task {params.prepare.task!r} has no step oracle")
     it = Iteration(iteration)
     records, _ = train_records_by_id()
-    rows = exact_rewards(read_rows(it.samples, "samples"), records, feedback, iteration)
+    try:
+        paths = read_rows(it.samples, "samples")
+        check_ids(paths, records, it.samples, unique="path_id")
+    except DataError as error:  # one line naming the file, row and field, nothing written
+        raise click.ClickException(str(error)) from error
+    rows = exact_rewards(paths, records, oracle, feedback, params.prm.aggregate, iteration)
     write_parquet(rows, it.scores)
     right = [r["reward"] for r in rows if r["outcome"]]
     wrong = [r["reward"] for r in rows if not r["outcome"]]

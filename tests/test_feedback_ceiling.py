@@ -36,7 +36,7 @@ def test_exact_rewards_rank_gold_above_its_corrupted_copy(project, monkeypatch, 
     result = CliRunner().invoke(ceiling.main, ["--iteration", "1", "--feedback", feedback])
     assert result.exit_code == 0, result.output
     assert f"{feedback} rewards it1: 8 paths, mean reward right 1.000 (4)" in result.output
-    rows = pq.read_table(project / "data/it1/scores.parquet").to_pylist()
+    rows = pq.read_table(project / Iteration(1).scores).to_pylist()
     by_path = {r["path_id"]: r for r in rows}
     for r in rows:
         if r["outcome"]:
@@ -52,3 +52,18 @@ def test_exact_rewards_rank_gold_above_its_corrupted_copy(project, monkeypatch, 
     # one pair a question: its gold solution over its corrupted copy
     assert sorted((p["chosen_path_id"][-3:], p["rejected_path_id"][-3:]) for p in pairs) == [
         ("000", "001")] * 4
+
+
+def test_a_path_of_an_unknown_question_is_one_error_and_writes_nothing(project, monkeypatch):
+    from sipf.storage import read_parquet, write_parquet
+
+    monkeypatch.chdir(project)
+    paths = read_parquet(Iteration(1).samples)
+    paths[3] = {**paths[3], "question_id": "no-such-question"}
+    write_parquet(paths, Iteration(2).samples)
+    result = CliRunner().invoke(ceiling.main, ["--iteration", "2", "--feedback", "process"])
+    assert result.exit_code == 1
+    assert "unknown id 'no-such-question'" in result.output
+    assert "row 4" in result.output and "question_id" in result.output
+    assert "samples.parquet" in result.output
+    assert not (project / Iteration(2).scores).exists()
